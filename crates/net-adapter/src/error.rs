@@ -1,0 +1,92 @@
+//! The error an adapter returns, and how the bus classifies it.
+
+use thiserror::Error;
+
+/// Result alias for adapter operations.
+pub type AdapterResult<T> = Result<T, AdapterError>;
+
+/// What went wrong inside an adapter.
+///
+/// The bus decides what to do from [`AdapterError::is_retryable`] and
+/// [`AdapterError::is_fatal`]: retryable errors make it retry the same batch with backoff;
+/// any other error drops the batch at once (counted, never silent). Messages carry context
+/// (adapter, operation, shard) and must never contain secrets such as passwords in URLs.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AdapterError {
+    /// A temporary failure (timeout, I/O hiccup): retry the same call later.
+    #[error("transient adapter error: {0}")]
+    Transient(String),
+    /// A permanent failure: retrying cannot help.
+    #[error("fatal adapter error: {0}")]
+    Fatal(String),
+    /// The backend is full or slow; retry later.
+    #[error("adapter backpressure: backend is full")]
+    Backpressure,
+    /// The connection to the backend is broken; retryable once it comes back.
+    #[error("adapter connection error: {0}")]
+    Connection(String),
+    /// The adapter was shut down; it accepts nothing more.
+    #[error("adapter is shut down")]
+    Shutdown,
+    /// An event or stored entry could not be (de)serialized.
+    #[error("adapter serialization error: {0}")]
+    Serialization(#[from] serde_json::Error),
+    /// A cursor handed to `poll_shard` is not one this adapter produced (garbage, from the
+    /// future, or for another shard). Neither retryable nor fatal: the caller must fix it.
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(String),
+}
+
+impl AdapterError {
+    /// True for `Transient`, `Backpressure` and `Connection`: the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            AdapterError::Transient(_) | AdapterError::Backpressure | AdapterError::Connection(_)
+        )
+    }
+
+    /// True for `Fatal`, `Serialization` and `Shutdown`: retrying cannot succeed.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            AdapterError::Fatal(_) | AdapterError::Serialization(_) | AdapterError::Shutdown
+        )
+    }
+
+    /// A short stable name of the variant, for stats and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AdapterError::Transient(_) => "transient",
+            AdapterError::Fatal(_) => "fatal",
+            AdapterError::Backpressure => "backpressure",
+            AdapterError::Connection(_) => "connection",
+            AdapterError::Shutdown => "shutdown",
+            AdapterError::Serialization(_) => "serialization",
+            AdapterError::InvalidCursor(_) => "invalid_cursor",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(e: AdapterError, retryable: bool, fatal: bool) {
+        assert_eq!(e.is_retryable(), retryable, "{e:?}");
+        assert_eq!(e.is_fatal(), fatal, "{e:?}");
+    }
+
+    #[test]
+    fn classification() {
+        check(AdapterError::Transient("t".into()), true, false);
+        check(AdapterError::Backpressure, true, false);
+        check(AdapterError::Connection("c".into()), true, false);
+        check(AdapterError::Fatal("f".into()), false, true);
+        check(AdapterError::Shutdown, false, true);
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        check(AdapterError::Serialization(json), false, true);
+        check(AdapterError::InvalidCursor("x".into()), false, false);
+    }
+}

@@ -1,0 +1,28 @@
+//! The adapter boundary of the net event bus.
+//!
+//! An adapter receives batches of events from the bus (one shard at a time, in order) and
+//! makes them durable, forwards them, or discards them; it also pages stored events back
+//! for consumers. This crate is the whole contract a third-party adapter needs:
+//!
+//! - [`Adapter`]: the trait, with its contract written on it;
+//! - [`Batch`], [`BatchEvent`], [`StoredEvent`], [`ShardPollResult`]: the types it speaks;
+//! - [`AdapterError`]: the error classification the bus acts on;
+//! - [`NoopAdapter`] and [`MemoryAdapter`]: the two reference adapters.
+//!
+//! This crate knows no backend and starts no runtime: it depends on neither tokio nor any
+//! broker client.
+
+mod adapter;
+mod error;
+mod memory;
+mod noop;
+mod types;
+
+pub use adapter::Adapter;
+pub use error::{AdapterError, AdapterResult};
+pub use memory::{MemoryAdapter, MemoryAdapterConfig};
+pub use noop::NoopAdapter;
+pub use types::{dedup_id, Batch, BatchEvent, ShardPollResult, StoredEvent, MAX_PAGE};
+
+/// Re-exported so adapter authors use the same `async_trait` as the trait itself.
+pub use async_trait::async_trait;
