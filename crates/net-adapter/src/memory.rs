@@ -375,7 +375,10 @@ mod tests {
         a.on_batch(batch(0, 8, 0, 1)).await.unwrap();
         let got = all(&a, 0, 2).await;
         let ids: Vec<_> = got.iter().map(|e| e.dedup_id.clone().unwrap()).collect();
-        assert_eq!(ids, ["7:0:0:0", "7:0:0:1", "7:0:0:2", "7:0:3:0", "7:0:3:1", "8:0:0:0"]);
+        assert_eq!(
+            ids,
+            ["7:0:0:0", "7:0:0:1", "7:0:0:2", "7:0:3:0", "7:0:3:1", "8:0:0:0"]
+        );
     }
 
     #[tokio::test]
@@ -420,7 +423,10 @@ mod tests {
         assert_eq!(r.cursor, "2");
         assert!(r.has_more);
         let r = a.poll_shard(0, Some(&r.cursor), 10).await.unwrap();
-        assert_eq!(r.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["3", "4", "5"]);
+        assert_eq!(
+            r.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["3", "4", "5"]
+        );
     }
 
     #[tokio::test]
@@ -428,7 +434,13 @@ mod tests {
         let a = MemoryAdapter::new();
         a.shutdown().await.unwrap();
         a.shutdown().await.unwrap();
-        assert!(matches!(a.on_batch(batch(0, 1, 0, 1)).await, Err(AdapterError::Shutdown)));
-        assert!(matches!(a.poll_shard(0, None, 1).await, Err(AdapterError::Shutdown)));
+        assert!(matches!(
+            a.on_batch(batch(0, 1, 0, 1)).await,
+            Err(AdapterError::Shutdown)
+        ));
+        assert!(matches!(
+            a.poll_shard(0, None, 1).await,
+            Err(AdapterError::Shutdown)
+        ));
     }
 }

@@ -54,7 +54,12 @@ impl Batch {
 
     /// The dedup id of event `index` of this batch (see [`dedup_id`]).
     pub fn dedup_id(&self, index: usize) -> String {
-        dedup_id(self.process_nonce, self.shard_id, self.sequence_start, index)
+        dedup_id(
+            self.process_nonce,
+            self.shard_id,
+            self.sequence_start,
+            index,
+        )
     }
 }
 

@@ -1,1 +1,47 @@
-//! placeholder
+//! net: an event bus that services embed as a library.
+//!
+//! This is the one crate an application depends on. It re-exports the bus
+//! ([`EventBus`], its configuration, events, requests and errors) and the adapter types, and
+//! owns [`AdapterConfig`], which names the backend a bus dispatches to.
+//!
+//! ```
+//! use net_sdk::{AdapterConfig, BackpressureMode, BatchConfig, ConsumeRequest, Event, EventBus,
+//!               EventBusConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = EventBusConfig::builder()
+//!     .shards(4)
+//!     .batch(BatchConfig::default().max_events(256).max_delay_ms(2))
+//!     .backpressure(BackpressureMode::DropNewest)
+//!     .adapter(AdapterConfig::memory())
+//!     .build()?;
+//! let bus = EventBus::new(config).await?;
+//! bus.ingest(Event::new(serde_json::json!({"type": "click", "user": 7})))?;
+//! bus.flush().await?;
+//! let page = bus.poll(ConsumeRequest::new(100)).await?;
+//! assert_eq!(page.events.len(), 1);
+//! bus.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod adapter_config;
+
+pub use adapter_config::AdapterConfig;
+pub use net_adapter::{
+    Adapter, AdapterError, AdapterResult, Batch, BatchEvent, MemoryAdapter, MemoryAdapterConfig,
+    NoopAdapter, ShardPollResult, StoredEvent,
+};
+pub use net_core::{
+    AdapterFactory, AdapterInstance, BackpressureMode, BatchConfig, ConfigError, ConsumeRequest,
+    ConsumeResponse, ConsumerError, ConsumerResult, DropObserver, DropReason, DroppedEvents, Event,
+    EventBus, EventBusConfig, EventBusConfigBuilder, EventBusStats, Filter, FilterError,
+    IngestionError, IngestionResult, Ordering, RawEvent, RetryPolicy, SamplingPolicy, ShardGap,
+    StatsSnapshot, MAX_POLL_LIMIT,
+};
+
+/// The README's code blocks, compiled and run as doctests so the quick start stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

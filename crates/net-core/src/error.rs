@@ -1,0 +1,105 @@
+//! The bus's error types.
+
+use net_adapter::AdapterError;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Result of an ingest call.
+pub type IngestionResult<T> = Result<T, IngestionError>;
+/// Result of a poll call.
+pub type ConsumerResult<T> = Result<T, ConsumerError>;
+
+/// Why an ingest call did not accept the event. A rejected event was never accepted: it is
+/// counted only under its rejection reason in the stats.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum IngestionError {
+    /// The shard's ring is full and the mode is `DropNewest`.
+    #[error("backpressure: the shard ring is full")]
+    Backpressure,
+    /// The sampling policy skipped the event.
+    #[error("event skipped by the sampling policy")]
+    Sampled,
+    /// No shard could take the event (only possible while shards are being changed).
+    #[error("no routable shard")]
+    Unrouted,
+    /// The bus is shutting down and accepts nothing more.
+    #[error("the bus is shutting down")]
+    ShuttingDown,
+    /// The event could not be serialized.
+    #[error("event serialization failed: {0}")]
+    Serialization(#[from] serde_json::Error),
+    /// The event is larger than `EventBusConfig::max_event_bytes`.
+    #[error("event of {size} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// Size of the rejected payload.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+}
+
+/// Why a poll failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// The adapter failed.
+    #[error(transparent)]
+    Adapter(AdapterError),
+    /// The cursor is not one this bus produced (garbage, wrong version, unknown shard, or
+    /// rejected by the adapter).
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(String),
+    /// The filter could not be parsed or compiled.
+    #[error("invalid filter: {0}")]
+    InvalidFilter(String),
+    /// The request names a shard the bus does not have.
+    #[error("unknown shard {0}")]
+    UnknownShard(u16),
+}
+
+impl From<AdapterError> for ConsumerError {
+    fn from(e: AdapterError) -> Self {
+        match e {
+            AdapterError::InvalidCursor(reason) => ConsumerError::InvalidCursor(reason),
+            other => ConsumerError::Adapter(other),
+        }
+    }
+}
+
+/// Why a bus could not be built.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A setting has a value the bus cannot work with.
+    #[error("invalid setting `{field}`: {reason}")]
+    Invalid {
+        /// The setting's name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The producer nonce file could not be read, parsed or written.
+    #[error("producer nonce file {path}: {reason}")]
+    NonceFile {
+        /// The configured path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The adapter could not be built or initialised.
+    #[error("adapter setup failed: {0}")]
+    Adapter(#[from] AdapterError),
+    /// `EventBus::new` was called outside a tokio runtime.
+    #[error("the event bus must be created inside a tokio runtime")]
+    NoRuntime,
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

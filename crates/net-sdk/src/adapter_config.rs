@@ -1,0 +1,54 @@
+//! [`AdapterConfig`]: which backend a bus dispatches to.
+
+use async_trait::async_trait;
+use net_adapter::{Adapter, MemoryAdapterConfig, NoopAdapter};
+use net_core::{AdapterFactory, AdapterInstance, ConfigError};
+use std::sync::Arc;
+
+/// The backend of a bus. Pass it to `EventBusConfig::builder().adapter(..)`.
+///
+/// Broker and mesh backends are added behind cargo features as they ship.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum AdapterConfig {
+    /// Discards every event (the default).
+    #[default]
+    Noop,
+    /// Keeps events in memory, per shard, with retention by count.
+    Memory(MemoryAdapterConfig),
+    /// Any other adapter, built by a factory of your own.
+    Custom(Arc<dyn AdapterFactory>),
+}
+
+impl AdapterConfig {
+    /// The no-op adapter.
+    pub fn noop() -> Self {
+        AdapterConfig::Noop
+    }
+
+    /// The in-memory adapter with default retention (1,000,000 events per shard).
+    pub fn memory() -> Self {
+        AdapterConfig::Memory(MemoryAdapterConfig::default())
+    }
+
+    /// The in-memory adapter with the given settings.
+    pub fn memory_with(config: MemoryAdapterConfig) -> Self {
+        AdapterConfig::Memory(config)
+    }
+
+    /// An adapter value you built yourself (wrap it in an `Arc` to keep a handle on it).
+    pub fn custom(adapter: impl Adapter + 'static) -> Self {
+        AdapterConfig::Custom(Arc::new(AdapterInstance::new(adapter)))
+    }
+}
+
+#[async_trait]
+impl AdapterFactory for AdapterConfig {
+    async fn build(&self) -> Result<Box<dyn Adapter>, ConfigError> {
+        match self {
+            AdapterConfig::Noop => Ok(Box::new(NoopAdapter::new())),
+            AdapterConfig::Memory(config) => config.build().await,
+            AdapterConfig::Custom(factory) => factory.build().await,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The CI steps that are a thin wrapper around one or two cargo commands.
+
+use anyhow::Result;
+
+use crate::cmd::{cargo, run, succeeds};
+
+/// `cargo fmt --all -- --check`.
+pub(crate) fn fmt() -> Result<()> {
+    run(cargo(["fmt", "--all", "--", "--check"]))
+}
+
+/// `cargo clippy --workspace --all-targets --all-features -- -D warnings`.
+pub(crate) fn clippy() -> Result<()> {
+    run(cargo([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+/// The workspace tests: nextest when installed (else `cargo test`), then the doctests.
+///
+/// nextest does not run doctests, so `cargo test --doc` always runs afterwards.
+pub(crate) fn test() -> Result<()> {
+    if succeeds(cargo(["nextest", "--version"])) {
+        run(cargo([
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-features",
+            "--no-fail-fast",
+        ]))?;
+    } else {
+        println!("cargo-nextest is not installed: falling back to cargo test");
+        run(cargo(["test", "--workspace", "--all-features"]))?;
+    }
+    run(cargo(["test", "--workspace", "--all-features", "--doc"]))
+}
+
+/// `cargo doc --workspace --no-deps --all-features` with `RUSTDOCFLAGS=-D warnings`.
+pub(crate) fn doc() -> Result<()> {
+    let mut command = cargo(["doc", "--workspace", "--no-deps", "--all-features"]);
+    command.env("RUSTDOCFLAGS", "-D warnings");
+    run(command)
+}
+
+/// `cargo deny check licenses bans sources`, skipped loudly when cargo-deny is missing.
+///
+/// Advisories are not checked here: they need the network to fetch the advisory database.
+pub(crate) fn deny() -> Result<()> {
+    if !succeeds(cargo(["deny", "--version"])) {
+        let rule = "!".repeat(72);
+        println!("{rule}");
+        println!("!! cargo-deny is NOT installed: licenses, bans and sources were NOT checked");
+        println!("!! install it with `cargo install --locked cargo-deny` and rerun");
+        println!("{rule}");
+        return Ok(());
+    }
+    run(cargo(["deny", "check", "licenses", "bans", "sources"]))
+}
