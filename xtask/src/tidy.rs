@@ -9,7 +9,7 @@
 //!   the comment block directly above it).
 //!
 //! The patterns are assembled with `concat!` so this file does not trip its own scan, and
-//! [`tests::repo_is_tidy`] runs the check over the real repository so `cargo test` catches
+//! `tests::repo_is_tidy` runs the check over the real repository so `cargo test` catches
 //! violations too.
 
 use std::fmt;

@@ -21,8 +21,9 @@
 //!   never decrease.
 //!
 //! # Bounds
-//! `limit` is clamped to [`MAX_POLL_LIMIT`]. `limit == 0` fetches nothing but still reports
-//! whether data is waiting. A page without events whose cursor moved (retention trimmed the
+//! `limit` is clamped to [`MAX_POLL_LIMIT`]. Each shard is asked for about twice its fair
+//! share of `limit` (at least 64), so a page can hold fewer than `limit` events while
+//! `has_more` is true. `limit == 0` fetches nothing but still reports whether data is waiting. A page without events whose cursor moved (retention trimmed the
 //! position, or only corrupt entries were found) is recorded as a [`ShardGap`] and the shard is
 //! polled again from the new position, a few times at most.
 
@@ -207,11 +208,12 @@ pub(crate) async fn poll(
         None => (0..shard_count as u16).collect(),
     };
     let limit = request.limit.min(MAX_POLL_LIMIT);
+    let per_shard = per_shard_limit(limit, shards.len());
 
     let mut tasks = tokio::task::JoinSet::new();
     for &shard in &shards {
         let from = cursor.get(shard).map(str::to_owned);
-        tasks.spawn(fetch(inner.clone(), shard, from, limit));
+        tasks.spawn(fetch(inner.clone(), shard, from, per_shard));
     }
     let mut pages = Vec::with_capacity(shards.len());
     let mut gaps = Vec::new();
@@ -255,6 +257,18 @@ pub(crate) async fn poll(
         has_more,
         gaps,
     })
+}
+
+/// How many events to fetch from each shard for a poll of `limit` over `shards` shards.
+///
+/// Fetching `limit` from every shard would read `shards` times more than one page can hold;
+/// twice a fair share leaves room for uneven shards while keeping the waste bounded. A page
+/// may therefore hold fewer than `limit` events while `has_more` is true.
+fn per_shard_limit(limit: usize, shards: usize) -> usize {
+    if shards <= 1 {
+        return limit;
+    }
+    limit.div_ceil(shards).saturating_mul(2).max(64).min(limit)
 }
 
 struct Walked {
