@@ -1,6 +1,7 @@
 //! Project automation for the net workspace, run as `cargo xtask <command>`.
 //!
 //! Every CI step is a subcommand, so a green `cargo xtask ci` on a laptop means a green CI.
+//! `cargo xtask bench [--quick]` is the one command outside `ci`: it runs the benchmarks.
 //! The only dependencies are std and anyhow; each step shells out to `cargo` (the one named
 //! by the `CARGO` environment variable when set) from the workspace root.
 
@@ -52,6 +53,11 @@ const STEPS: &[Step] = &[
         run: steps::test,
     },
     Step {
+        name: "bench-smoke",
+        about: "net-bench --smoke (debug build): every bench row runs, the report is written",
+        run: steps::bench_smoke,
+    },
+    Step {
         name: "doc",
         about: "cargo doc for the workspace with RUSTDOCFLAGS=-D warnings",
         run: steps::doc,
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("ci") if args.len() == 1 => ci(),
+        Some("bench") => steps::bench(&args[1..]),
         Some(name) if args.len() == 1 => match STEPS.iter().find(|step| step.name == name) {
             Some(step) => (step.run)(),
             None => Err(anyhow::anyhow!(
@@ -95,12 +102,17 @@ fn main() -> ExitCode {
 fn print_usage() {
     println!("usage: cargo xtask <command>\n\ncommands:");
     println!(
-        "  {:<10} every step below, in this order, stopping at the first failure",
+        "  {:<12} every step below, in this order, stopping at the first failure",
         "ci"
     );
     for step in STEPS {
-        println!("  {:<10} {}", step.name, step.about);
+        println!("  {:<12} {}", step.name, step.about);
     }
+    println!(
+        "\nnot part of ci:\n  {:<12} the benchmark report in target/bench (release build; \
+         `--quick` for a short run)",
+        "bench"
+    );
 }
 
 /// Runs every step in order, prints a header per step and a timed summary at the end.
@@ -138,13 +150,13 @@ fn ci() -> Result<()> {
     println!("==> summary");
     for (name, elapsed, ok) in &done {
         let status = if *ok { "ok" } else { "FAILED" };
-        println!("  {name:<10} {status:<7} {:>8.1}s", elapsed.as_secs_f64());
+        println!("  {name:<12} {status:<7} {:>8.1}s", elapsed.as_secs_f64());
     }
     for step in STEPS.iter().skip(done.len()) {
-        println!("  {:<10} {:<7} {:>8}", step.name, "not run", "-");
+        println!("  {:<12} {:<7} {:>8}", step.name, "not run", "-");
     }
     println!(
-        "  {:<10} {:<7} {:>8.1}s",
+        "  {:<12} {:<7} {:>8.1}s",
         "total",
         "",
         started.elapsed().as_secs_f64()

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::cmd::{cargo, run, succeeds};
+use crate::cmd::{cargo, run, succeeds, workspace_root};
 
 /// `cargo fmt --all -- --check`.
 pub(crate) fn fmt() -> Result<()> {
@@ -39,6 +39,41 @@ pub(crate) fn test() -> Result<()> {
         run(cargo(["test", "--workspace", "--all-features"]))?;
     }
     run(cargo(["test", "--workspace", "--all-features", "--doc"]))
+}
+
+/// `net-bench --smoke` in a debug build: checks that every bench row runs and that the
+/// report is written (to `target/bench-smoke`, so a real report in `target/bench` survives).
+pub(crate) fn bench_smoke() -> Result<()> {
+    run(cargo([
+        "run",
+        "--package",
+        "net-bench",
+        "--",
+        "--smoke",
+        "--out",
+        "target/bench-smoke",
+    ]))
+}
+
+/// `cargo xtask bench [ARGS]`: `net-bench` built in release mode, writing to `target/bench`.
+///
+/// `ARGS` (such as `--quick`, or `--out DIR` for another directory) are passed on.
+pub(crate) fn bench(args: &[String]) -> Result<()> {
+    let mut command = cargo(["run", "--release", "--package", "net-bench", "--"]);
+    command.args(args);
+    let own_out = !args.iter().any(|arg| arg == "--out");
+    if own_out {
+        command.args(["--out", "target/bench"]);
+    }
+    run(command)?;
+    if own_out {
+        let report = workspace_root().join("target").join("bench");
+        println!(
+            "report: {} (with report.json and report.svg beside it)",
+            report.join("report.md").display()
+        );
+    }
+    Ok(())
 }
 
 /// `cargo doc --workspace --no-deps --all-features` with `RUSTDOCFLAGS=-D warnings`.
