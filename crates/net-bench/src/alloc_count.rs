@@ -121,25 +121,35 @@ impl Drop for Counting {
 
 #[cfg(test)]
 mod tests {
-    use super::Counting;
-    use std::sync::Mutex;
+    use super::{Counting, LIVE};
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::{Mutex, MutexGuard, PoisonError};
 
     /// Serialises the tests that switch counting on (the counter is process-wide).
     static COUNTER_IN_USE: Mutex<()> = Mutex::new(());
 
-    /// Other tests of the crate may allocate on other threads while one of these runs; this
-    /// is the most their noise may add or take.
-    const NOISE: i64 = 256 * 1024;
+    /// Takes the counter for one test.
+    fn exclusive() -> MutexGuard<'static, ()> {
+        COUNTER_IN_USE
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The blocks the tests allocate are this large, so that what other tests of the crate
+    /// allocate on their threads meanwhile (well under a megabyte each) stays within
+    /// [`NOISE`].
+    const BLOCK: usize = 64 * 1024 * 1024;
+
+    /// The most that other tests' allocations may add or take while one of these counts.
+    const NOISE: i64 = 4 * 1024 * 1024;
 
     /// Runs `work` while counting and checks that the live bytes it leaves behind are
-    /// `expected`, give or take [`NOISE`].
+    /// `expected`, give or take [`NOISE`]; returns what `work` returned.
     fn check<T>(work: impl FnOnce() -> T, expected: i64) -> T {
-        let _guard = COUNTER_IN_USE
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let counting = Counting::start();
         let kept = work();
         let live = counting.live_bytes();
+        drop(counting);
         assert!(
             (expected - NOISE..=expected + NOISE).contains(&live),
             "expected about {expected} live bytes, counted {live}"
@@ -147,52 +157,47 @@ mod tests {
         kept
     }
 
-    const MIB: usize = 1024 * 1024;
-
     #[test]
     fn alloc_and_dealloc_are_counted() {
-        let block = check(|| vec![1u8; 4 * MIB], 4 * MIB as i64);
-        check(move || drop(block), -(4 * MIB as i64));
+        let _counter = exclusive();
+        let block = check(|| vec![1u8; BLOCK], BLOCK as i64);
+        check(move || drop(block), -(BLOCK as i64));
     }
 
     #[test]
     fn zeroed_allocations_are_counted() {
-        let block = check(|| vec![0u8; 2 * MIB], 2 * MIB as i64);
-        assert!(block.iter().all(|&b| b == 0));
+        let _counter = exclusive();
+        let block = check(|| vec![0u8; BLOCK], BLOCK as i64);
+        assert_eq!((block[0], block[BLOCK - 1]), (0, 0));
     }
 
     #[test]
     fn realloc_counts_the_difference() {
-        let mut block: Vec<u8> = Vec::with_capacity(MIB);
-        block.extend(std::iter::repeat_n(7u8, MIB));
+        let _counter = exclusive();
+        let mut block = vec![7u8; BLOCK];
         let mut block = check(
             move || {
-                block.reserve_exact(3 * MIB);
+                block.reserve_exact(BLOCK);
                 block
             },
-            3 * MIB as i64,
+            BLOCK as i64,
         );
-        assert_eq!(block.len(), MIB);
-        assert!(block.iter().all(|&b| b == 7));
+        assert_eq!((block.len(), block[0], block[BLOCK - 1]), (BLOCK, 7, 7));
         check(
             move || {
                 block.truncate(16);
                 block.shrink_to_fit();
                 block
             },
-            16 - 4 * MIB as i64,
+            16 - 2 * BLOCK as i64,
         );
     }
 
     #[test]
     fn nothing_is_counted_while_off() {
-        let _guard = COUNTER_IN_USE
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let before = super::LIVE.load(std::sync::atomic::Ordering::Relaxed);
-        let block = vec![3u8; 4 * MIB];
-        drop(block);
-        let after = super::LIVE.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(before, after);
+        let _counter = exclusive();
+        let before = LIVE.load(Relaxed);
+        drop(vec![3u8; BLOCK]);
+        assert_eq!(LIVE.load(Relaxed), before);
     }
 }

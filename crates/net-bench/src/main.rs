@@ -5,13 +5,14 @@
 //! to `target/bench`. Directly:
 //!
 //! ```text
-//! net-bench [--quick | --smoke] [--out DIR]
+//! net-bench [--quick | --smoke] [--out DIR] [--only GROUP,...]
 //! ```
 //!
 //! - default (full): 7 repeats per row and long runs, for the numbers people quote;
 //! - `--quick`: 3 repeats and shorter runs, under a minute;
 //! - `--smoke`: one short repeat per row, to check in CI (even in a debug build) that every
-//!   row runs and the report is written.
+//!   row runs and the report is written;
+//! - `--only raw,latency`: only some groups of rows (see [`GROUPS`]), e.g. under a profiler.
 //!
 //! The process exits non-zero when a row is invalid (an event lost or miscounted), after
 //! writing the report. See docs/performance.md for what each row measures.
@@ -41,7 +42,13 @@ struct Options {
     mode: Mode,
     /// Where the report files go.
     out: PathBuf,
+    /// The groups of rows to run (all of [`GROUPS`] unless `--only` narrowed them).
+    groups: Vec<&'static str>,
 }
+
+/// The groups of rows, in the order they run: `ingest_raw` and the queues and channels,
+/// JSON `ingest`, MemoryAdapter write and poll, latency, heap.
+const GROUPS: [&str; 5] = ["raw", "json", "memory", "latency", "heap"];
 
 /// The usage text.
 const USAGE: &str = "usage: net-bench [--quick | --smoke] [--out DIR]
@@ -49,13 +56,15 @@ const USAGE: &str = "usage: net-bench [--quick | --smoke] [--out DIR]
   (default)  full run: 7 repeats per row, long measurements
   --quick    3 repeats per row, shorter measurements (well under a minute)
   --smoke    1 short repeat per row: checks that every row runs and the report is written
-  --out DIR  where report.json, report.md and report.svg go (default: target/bench)";
+  --out DIR  where report.json, report.md and report.svg go (default: target/bench)
+  --only G   only these comma-separated groups of rows: raw, json, memory, latency, heap";
 
 /// Parses the arguments (without the program name); `None` means help was asked for.
 fn parse(args: &[String]) -> Result<Option<Options>> {
     let mut options = Options {
         mode: Mode::Full,
         out: PathBuf::from("target/bench"),
+        groups: GROUPS.to_vec(),
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -65,6 +74,18 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
             "--full" => options.mode = Mode::Full,
             "--out" => {
                 options.out = args.next().context("--out needs a directory")?.into();
+            }
+            "--only" => {
+                let list = args.next().context("--only needs a list of groups")?;
+                options.groups = list
+                    .split(',')
+                    .map(|name| {
+                        GROUPS
+                            .into_iter()
+                            .find(|group| *group == name)
+                            .with_context(|| format!("unknown group `{name}` in --only\n\n{USAGE}"))
+                    })
+                    .collect::<Result<_>>()?;
             }
             "-h" | "--help" => return Ok(None),
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
@@ -87,10 +108,19 @@ async fn run(options: Options) -> Result<()> {
         machine.cores
     );
     let started = Instant::now();
-    let mut rows = throughput::rows(&plan).await?;
-    rows.extend(memory::rows(&plan).await?);
-    rows.extend(latency::rows(&plan).await?);
-    rows.extend(heap::rows(&plan).await?);
+    let mut rows = Vec::new();
+    for group in GROUPS {
+        if !options.groups.contains(&group) {
+            continue;
+        }
+        rows.extend(match group {
+            "raw" => throughput::raw_rows(&plan).await?,
+            "json" => throughput::json_rows(&plan).await?,
+            "memory" => memory::rows(&plan).await?,
+            "latency" => latency::rows(&plan).await?,
+            _ => heap::rows(&plan).await?,
+        });
+    }
     let report = Report {
         plan,
         machine,
@@ -179,5 +209,10 @@ mod tests {
         check(&["--help"], None);
         check(&["--out"], None);
         check(&["--fast"], None);
+        check(&["--only", "raw,heap"], Some((Mode::Full, "target/bench")));
+        check(&["--only", "raw,nope"], None);
+        let args = ["--only".to_owned(), "heap,raw".to_owned()];
+        let groups = parse(&args).ok().flatten().map(|o| o.groups);
+        assert_eq!(groups, Some(vec!["heap", "raw"]));
     }
 }

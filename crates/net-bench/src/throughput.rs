@@ -84,21 +84,50 @@ fn wait_step(spins: &mut u32) {
     }
 }
 
-/// Runs `measure` once untimed when the plan warms up, then `plan.repeats` times, and
-/// summarises the events per second.
-pub(crate) async fn repeat<F>(plan: &Plan, events: u64, mut measure: F) -> Result<Summary>
-where
-    F: AsyncFnMut() -> Result<Duration>,
-{
-    if plan.warm_up {
-        measure().await?;
+/// Whether each round of a group is timed: one untimed warm-up round first when the plan
+/// asks for it, then `plan.repeats` timed rounds.
+///
+/// Every round measures each row of its group once, one after the other, so a burst of
+/// load from elsewhere on the machine hits the rows of a group alike and their ratios hold.
+pub(crate) fn rounds(plan: &Plan) -> impl Iterator<Item = bool> {
+    let warm_up = usize::from(plan.warm_up);
+    (0..warm_up + plan.repeats).map(move |round| round >= warm_up)
+}
+
+/// The timed measurements of one row and what went wrong in any round.
+#[derive(Debug, Default)]
+pub(crate) struct Series {
+    /// How long each timed round took.
+    times: Vec<Duration>,
+    /// Problems seen in any round, warm-up included.
+    pub(crate) problems: Vec<String>,
+}
+
+impl Series {
+    /// Keeps `elapsed` when the round is timed.
+    pub(crate) fn record(&mut self, timed: bool, elapsed: Duration) {
+        if timed {
+            self.times.push(elapsed);
+        }
     }
-    let mut rates = Vec::with_capacity(plan.repeats);
-    for _ in 0..plan.repeats {
-        let elapsed = measure().await?;
-        rates.push(events as f64 / elapsed.as_secs_f64().max(1e-9));
+
+    /// The events per second of the timed rounds, each having moved `events` events.
+    pub(crate) fn rates(&self, events: u64) -> Result<Summary> {
+        let rates = self
+            .times
+            .iter()
+            .map(|time| events as f64 / time.as_secs_f64().max(1e-9))
+            .collect();
+        Summary::of(rates).context("no round was timed")
     }
-    Summary::of(rates).context("no repeat was measured")
+
+    /// The problems, each once, to mark a row invalid with.
+    pub(crate) fn take_problems(&mut self) -> Vec<String> {
+        let mut problems = std::mem::take(&mut self.problems);
+        problems.sort();
+        problems.dedup();
+        problems
+    }
 }
 
 /// Compares the bus's counters before and after `expected` events were ingested and flushed.
@@ -123,190 +152,228 @@ fn count_problems(before: &StatsSnapshot, after: &StatsSnapshot, expected: u64) 
     problems
 }
 
-/// `ingest_raw` through a 16-shard bus with the Noop adapter.
-async fn bus_raw(plan: &Plan, producers: usize) -> Result<Row> {
-    let bus = EventBus::new(bus_config().build()?).await?;
-    let pools: Vec<Vec<RawEvent>> = (0..producers).map(raw_pool).collect();
-    let per_producer = plan.raw_events / producers as u64;
-    let total = per_producer * producers as u64;
-    let errors = AtomicU64::new(0);
-    let mut problems = Vec::new();
-    let summary = repeat(plan, total, async || {
-        let before = bus.stats().snapshot();
-        let produce = |index: usize| {
-            for event in pools[index].iter().cycle().take(per_producer as usize) {
-                if bus.ingest_raw(event.clone()).is_err() {
-                    errors.fetch_add(1, Relaxed);
-                }
-            }
-        };
-        let (start, ()) = released(producers, produce, || ())?;
-        bus.flush().await?;
-        let elapsed = start.elapsed();
-        problems.extend(count_problems(&before, &bus.stats().snapshot(), total));
-        Ok(elapsed)
-    })
-    .await?;
-    bus.shutdown().await?;
-    let errors = errors.load(Relaxed);
-    if errors > 0 {
-        problems.push(format!("{errors} ingest calls failed"));
+/// The items of one producer count: a pool of pre-built events per producer and how many
+/// each producer sends per measurement.
+struct Load {
+    /// One pool per producer thread.
+    pools: Vec<Vec<RawEvent>>,
+    /// Events each producer sends.
+    per_producer: u64,
+}
+
+impl Load {
+    /// About `events` events split over `producers` producers.
+    fn new(producers: usize, events: u64) -> Self {
+        Self {
+            pools: (0..producers).map(raw_pool).collect(),
+            per_producer: events / producers as u64,
+        }
     }
-    problems.dedup();
-    Ok(Row::new(
-        row_name("ingest_raw", producers),
-        Unit::EventsPerSec,
-        summary,
-    )
-    .baseline(row_name("ArrayQueue", producers))
-    .also_against(row_name("tokio mpsc", producers))
-    .also_against(row_name("flume", producers))
-    .payload(PAYLOAD_BYTES)
-    .problems(problems))
+
+    /// Number of producer threads.
+    fn producers(&self) -> usize {
+        self.pools.len()
+    }
+
+    /// Events moved per measurement.
+    fn total(&self) -> u64 {
+        self.per_producer * self.pools.len() as u64
+    }
+
+    /// The events producer `index` sends, in order.
+    fn events(&self, index: usize) -> impl Iterator<Item = &RawEvent> {
+        self.pools[index]
+            .iter()
+            .cycle()
+            .take(self.per_producer as usize)
+    }
+
+    /// Records a problem when a consumer did not get every item.
+    fn check_received(&self, received: u64, series: &mut Series) {
+        let total = self.total();
+        if received != total {
+            series
+                .problems
+                .push(format!("received {received} of {total} items"));
+        }
+    }
 }
 
-/// The same items through one bare `crossbeam_queue::ArrayQueue`, pushed and popped one at
-/// a time, to one consumer thread.
-async fn array_queue(plan: &Plan, producers: usize) -> Result<Row> {
-    let pools: Vec<Vec<RawEvent>> = (0..producers).map(raw_pool).collect();
-    let per_producer = plan.raw_events / producers as u64;
-    let total = per_producer * producers as u64;
-    let mut problems = Vec::new();
-    let summary = repeat(plan, total, async || {
-        let queue = ArrayQueue::new(RING);
-        let produce = |index: usize| {
-            for event in pools[index].iter().cycle().take(per_producer as usize) {
-                let mut item = event.clone();
-                let mut spins = 0;
-                while let Err(back) = queue.push(item) {
-                    item = back;
-                    wait_step(&mut spins);
-                }
+/// `ingest_raw` of the load into `bus`, timed until `flush()` returned.
+async fn bus_raw_once(bus: &EventBus, load: &Load, series: &mut Series) -> Result<Duration> {
+    let before = bus.stats().snapshot();
+    let failed = AtomicU64::new(0);
+    let produce = |index: usize| {
+        for event in load.events(index) {
+            if bus.ingest_raw(event.clone()).is_err() {
+                failed.fetch_add(1, Relaxed);
             }
-        };
-        let consume = || {
-            let mut received = 0u64;
+        }
+    };
+    let (start, ()) = released(load.producers(), produce, || ())?;
+    bus.flush().await?;
+    let elapsed = start.elapsed();
+    series.problems.extend(count_problems(
+        &before,
+        &bus.stats().snapshot(),
+        load.total(),
+    ));
+    let failed = failed.load(Relaxed);
+    if failed > 0 {
+        series
+            .problems
+            .push(format!("{failed} ingest calls failed"));
+    }
+    Ok(elapsed)
+}
+
+/// The load through one bare `crossbeam_queue::ArrayQueue`, pushed and popped one at a
+/// time, to one consumer thread.
+fn array_queue_once(load: &Load, series: &mut Series) -> Result<Duration> {
+    let queue = ArrayQueue::new(RING);
+    let total = load.total();
+    let produce = |index: usize| {
+        for event in load.events(index) {
+            let mut item = event.clone();
             let mut spins = 0;
-            while received < total {
-                match queue.pop() {
-                    Some(item) => {
-                        drop(item);
-                        received += 1;
-                        spins = 0;
-                    }
-                    None => wait_step(&mut spins),
-                }
+            while let Err(back) = queue.push(item) {
+                item = back;
+                wait_step(&mut spins);
             }
-            received
-        };
-        let (start, received) = released(producers, produce, consume)?;
-        let elapsed = start.elapsed();
-        if received != total {
-            problems.push(format!("received {received} of {total} items"));
         }
-        Ok(elapsed)
-    })
-    .await?;
-    Ok(Row::new(
-        row_name("ArrayQueue", producers),
-        Unit::EventsPerSec,
-        summary,
-    )
-    .payload(PAYLOAD_BYTES)
-    .problems(problems))
+    };
+    let consume = || {
+        let mut received = 0u64;
+        let mut spins = 0;
+        while received < total {
+            match queue.pop() {
+                Some(item) => {
+                    drop(item);
+                    received += 1;
+                    spins = 0;
+                }
+                None => wait_step(&mut spins),
+            }
+        }
+        received
+    };
+    let (start, received) = released(load.producers(), produce, consume)?;
+    let elapsed = start.elapsed();
+    load.check_received(received, series);
+    Ok(elapsed)
 }
 
-/// The same items through a bounded `tokio::sync::mpsc` channel: producer threads use
+/// The load through a bounded `tokio::sync::mpsc` channel: producer threads use
 /// `blocking_send`, the consumer is a task on the runtime awaiting `recv` one item at a time.
-async fn tokio_mpsc(plan: &Plan, producers: usize) -> Result<Row> {
-    let pools: Vec<Vec<RawEvent>> = (0..producers).map(raw_pool).collect();
-    let per_producer = plan.raw_events / producers as u64;
-    let total = per_producer * producers as u64;
-    let mut problems = Vec::new();
-    let summary = repeat(plan, total, async || {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<RawEvent>(RING);
-        let consumer = tokio::spawn(async move {
-            let mut received = 0u64;
-            while received < total {
-                match rx.recv().await {
-                    Some(item) => {
-                        drop(item);
-                        received += 1;
-                    }
-                    None => break,
+async fn tokio_mpsc_once(load: &Load, series: &mut Series) -> Result<Duration> {
+    let total = load.total();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RawEvent>(RING);
+    let consumer = tokio::spawn(async move {
+        let mut received = 0u64;
+        while received < total {
+            match rx.recv().await {
+                Some(item) => {
+                    drop(item);
+                    received += 1;
                 }
+                None => break,
             }
-            received
-        });
-        let produce = |index: usize| {
-            let tx = tx.clone();
-            for event in pools[index].iter().cycle().take(per_producer as usize) {
-                if tx.blocking_send(event.clone()).is_err() {
-                    break;
-                }
-            }
-        };
-        let (start, ()) = released(producers, produce, || ())?;
-        drop(tx);
-        let received = consumer.await?;
-        let elapsed = start.elapsed();
-        if received != total {
-            problems.push(format!("received {received} of {total} items"));
         }
-        Ok(elapsed)
-    })
-    .await?;
-    Ok(Row::new(
-        row_name("tokio mpsc", producers),
-        Unit::EventsPerSec,
-        summary,
-    )
-    .payload(PAYLOAD_BYTES)
-    .problems(problems))
+        received
+    });
+    let produce = |index: usize| {
+        let tx = tx.clone();
+        for event in load.events(index) {
+            if tx.blocking_send(event.clone()).is_err() {
+                break;
+            }
+        }
+    };
+    let (start, ()) = released(load.producers(), produce, || ())?;
+    drop(tx);
+    let received = consumer.await?;
+    let elapsed = start.elapsed();
+    load.check_received(received, series);
+    Ok(elapsed)
 }
 
-/// The same items through a bounded `flume` channel to one consumer thread (blocking `send`
-/// and `recv`).
-async fn flume_channel(plan: &Plan, producers: usize) -> Result<Row> {
-    let pools: Vec<Vec<RawEvent>> = (0..producers).map(raw_pool).collect();
-    let per_producer = plan.raw_events / producers as u64;
-    let total = per_producer * producers as u64;
-    let mut problems = Vec::new();
-    let summary = repeat(plan, total, async || {
-        let (tx, rx) = flume::bounded::<RawEvent>(RING);
-        let produce = |index: usize| {
-            for event in pools[index].iter().cycle().take(per_producer as usize) {
-                if tx.send(event.clone()).is_err() {
-                    break;
-                }
+/// The load through a bounded `flume` channel to one consumer thread (blocking `send` and
+/// `recv`).
+fn flume_once(load: &Load, series: &mut Series) -> Result<Duration> {
+    let total = load.total();
+    let (tx, rx) = flume::bounded::<RawEvent>(RING);
+    let produce = |index: usize| {
+        for event in load.events(index) {
+            if tx.send(event.clone()).is_err() {
+                break;
             }
-        };
-        let consume = || {
-            let mut received = 0u64;
-            while received < total {
-                match rx.recv() {
-                    Ok(item) => {
-                        drop(item);
-                        received += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
-            received
-        };
-        let (start, received) = released(producers, produce, consume)?;
-        let elapsed = start.elapsed();
-        if received != total {
-            problems.push(format!("received {received} of {total} items"));
         }
-        Ok(elapsed)
-    })
-    .await?;
-    Ok(
-        Row::new(row_name("flume", producers), Unit::EventsPerSec, summary)
+    };
+    let consume = || {
+        let mut received = 0u64;
+        while received < total {
+            match rx.recv() {
+                Ok(item) => {
+                    drop(item);
+                    received += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        received
+    };
+    let (start, received) = released(load.producers(), produce, consume)?;
+    let elapsed = start.elapsed();
+    load.check_received(received, series);
+    Ok(elapsed)
+}
+
+/// The `ingest_raw` rows and their three baselines, for 1 and 2 producers.
+pub(crate) async fn raw_rows(plan: &Plan) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for producers in [1, 2] {
+        eprintln!("  ingest_raw and baselines, {producers} producer(s)");
+        let load = Load::new(producers, plan.raw_events);
+        let bus = EventBus::new(bus_config().build()?).await?;
+        let [mut bus_series, mut queue, mut tokio, mut flume] = <[Series; 4]>::default();
+        for timed in rounds(plan) {
+            let elapsed = bus_raw_once(&bus, &load, &mut bus_series).await?;
+            bus_series.record(timed, elapsed);
+            let elapsed = array_queue_once(&load, &mut queue)?;
+            queue.record(timed, elapsed);
+            let elapsed = tokio_mpsc_once(&load, &mut tokio).await?;
+            tokio.record(timed, elapsed);
+            let elapsed = flume_once(&load, &mut flume)?;
+            flume.record(timed, elapsed);
+        }
+        bus.shutdown().await?;
+        let total = load.total();
+        let name = |what: &str| row_name(what, producers);
+        rows.push(
+            Row::new(
+                name("ingest_raw"),
+                Unit::EventsPerSec,
+                bus_series.rates(total)?,
+            )
+            .baseline(name("ArrayQueue"))
+            .also_against(name("tokio mpsc"))
+            .also_against(name("flume"))
             .payload(PAYLOAD_BYTES)
-            .problems(problems),
-    )
+            .problems(bus_series.take_problems()),
+        );
+        for (what, mut series) in [
+            ("ArrayQueue", queue),
+            ("tokio mpsc", tokio),
+            ("flume", flume),
+        ] {
+            rows.push(
+                Row::new(name(what), Unit::EventsPerSec, series.rates(total)?)
+                    .payload(PAYLOAD_BYTES)
+                    .problems(series.take_problems()),
+            );
+        }
+    }
+    Ok(rows)
 }
 
 /// The JSON values of events `start..end`, built before the clock starts.
@@ -320,91 +387,90 @@ fn chunks(events: u64, chunk: usize) -> impl Iterator<Item = (u64, u64)> {
     (0..events.div_ceil(chunk)).map(move |i| (i * chunk, ((i + 1) * chunk).min(events)))
 }
 
-/// `ingest(Event)` of `serde_json::Value`s from one producer thread.
+/// `ingest(Event)` of `events` `serde_json::Value`s from one producer thread.
 ///
 /// The values are built in chunks outside the clock; each chunk is timed from its first
 /// ingest to after `flush()` returns, and the times are added up.
-async fn bus_json(plan: &Plan) -> Result<Row> {
-    let bus = EventBus::new(bus_config().build()?).await?;
-    let mut problems = Vec::new();
+async fn bus_json_once(bus: &EventBus, plan: &Plan, series: &mut Series) -> Result<Duration> {
     let events = plan.json_events;
-    let summary = repeat(plan, events, async || {
-        let before = bus.stats().snapshot();
-        let mut elapsed = Duration::ZERO;
-        let mut failed = 0u64;
-        for (start, end) in chunks(events, plan.json_chunk) {
-            let values = json_chunk(start, end);
-            let (started, chunk_failed) = thread::scope(|scope| {
-                scope
-                    .spawn(|| {
-                        let started = Instant::now();
-                        let failed = values
-                            .into_iter()
-                            .map(|value| bus.ingest(Event::new(value)))
-                            .filter(Result::is_err)
-                            .count();
-                        (started, failed as u64)
-                    })
-                    .join()
-            })
-            .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
-            bus.flush().await?;
-            elapsed += started.elapsed();
-            failed += chunk_failed;
-        }
-        problems.extend(count_problems(&before, &bus.stats().snapshot(), events));
-        if failed > 0 {
-            problems.push(format!("{failed} ingest calls failed"));
-        }
-        Ok(elapsed)
-    })
-    .await?;
-    bus.shutdown().await?;
-    problems.dedup();
-    Ok(
-        Row::new(row_name("ingest (JSON)", 1), Unit::EventsPerSec, summary)
-            .baseline("serde_json::to_vec")
-            .note("values built untimed in chunks; each chunk timed from first ingest to flush")
-            .problems(problems),
-    )
+    let before = bus.stats().snapshot();
+    let mut elapsed = Duration::ZERO;
+    let mut failed = 0u64;
+    for (start, end) in chunks(events, plan.json_chunk) {
+        let values = json_chunk(start, end);
+        let (started, chunk_failed) = thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let started = Instant::now();
+                    let failed = values
+                        .into_iter()
+                        .map(|value| bus.ingest(Event::new(value)))
+                        .filter(Result::is_err)
+                        .count();
+                    (started, failed as u64)
+                })
+                .join()
+        })
+        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
+        bus.flush().await?;
+        elapsed += started.elapsed();
+        failed += chunk_failed;
+    }
+    series
+        .problems
+        .extend(count_problems(&before, &bus.stats().snapshot(), events));
+    if failed > 0 {
+        series
+            .problems
+            .push(format!("{failed} ingest calls failed"));
+    }
+    Ok(elapsed)
 }
 
 /// `serde_json::to_vec` of the same values, each value dropped afterwards as `ingest` drops
 /// it: the cost of serializing alone.
-async fn to_vec(plan: &Plan) -> Result<Row> {
-    let events = plan.json_events;
-    let summary = repeat(plan, events, async || {
-        let mut elapsed = Duration::ZERO;
-        for (start, end) in chunks(events, plan.json_chunk) {
-            let values = json_chunk(start, end);
-            let started = Instant::now();
-            for value in values {
-                let bytes = serde_json::to_vec(&value)?;
-                drop(value);
-                std::hint::black_box(bytes);
-            }
-            elapsed += started.elapsed();
+fn to_vec_once(plan: &Plan) -> Result<Duration> {
+    let mut elapsed = Duration::ZERO;
+    for (start, end) in chunks(plan.json_events, plan.json_chunk) {
+        let values = json_chunk(start, end);
+        let started = Instant::now();
+        for value in values {
+            let bytes = serde_json::to_vec(&value)?;
+            drop(value);
+            std::hint::black_box(bytes);
         }
-        Ok(elapsed)
-    })
-    .await?;
-    Ok(Row::new("serde_json::to_vec", Unit::EventsPerSec, summary))
+        elapsed += started.elapsed();
+    }
+    Ok(elapsed)
 }
 
-/// Every throughput row: the bus and its three baselines for 1 and 2 producers, then JSON.
-pub(crate) async fn rows(plan: &Plan) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    for producers in [1, 2] {
-        eprintln!("  ingest_raw and baselines, {producers} producer(s)");
-        rows.push(bus_raw(plan, producers).await?);
-        rows.push(array_queue(plan, producers).await?);
-        rows.push(tokio_mpsc(plan, producers).await?);
-        rows.push(flume_channel(plan, producers).await?);
-    }
+/// The `ingest` (JSON) row and its `serde_json::to_vec` baseline.
+pub(crate) async fn json_rows(plan: &Plan) -> Result<Vec<Row>> {
     eprintln!("  ingest (JSON) and serde_json::to_vec");
-    rows.push(bus_json(plan).await?);
-    rows.push(to_vec(plan).await?);
-    Ok(rows)
+    let bus = EventBus::new(bus_config().build()?).await?;
+    let [mut ingest, mut serialize] = <[Series; 2]>::default();
+    for timed in rounds(plan) {
+        let elapsed = bus_json_once(&bus, plan, &mut ingest).await?;
+        ingest.record(timed, elapsed);
+        serialize.record(timed, to_vec_once(plan)?);
+    }
+    bus.shutdown().await?;
+    let events = plan.json_events;
+    Ok(vec![
+        Row::new(
+            row_name("ingest (JSON)", 1),
+            Unit::EventsPerSec,
+            ingest.rates(events)?,
+        )
+        .baseline("serde_json::to_vec")
+        .note("values built untimed in chunks; each chunk timed from first ingest to flush")
+        .problems(ingest.take_problems()),
+        Row::new(
+            "serde_json::to_vec",
+            Unit::EventsPerSec,
+            serialize.rates(events)?,
+        ),
+    ])
 }
 
 #[cfg(test)]
