@@ -2,8 +2,10 @@
 //!
 //! `cargo tree` lists the normal (non-dev, non-build) dependencies of net-adapter and
 //! net-core, with and without `--all-features`, for every target.
-//! The check fails when a broker or mesh crate shows up there, or when tokio shows up under
-//! net-adapter (a third-party adapter must be able to depend on net-adapter alone).
+//! The check fails when a broker or mesh crate shows up there under any feature set, or when
+//! tokio shows up under net-adapter's default features: a third-party adapter must be able to
+//! depend on net-adapter alone without pulling in a runtime. The `conformance` feature may
+//! bring tokio in, since adapter crates enable it only in their dev-dependencies.
 
 use std::collections::BTreeSet;
 
@@ -14,21 +16,43 @@ use crate::cmd::{cargo, output};
 /// Crates that neither net-adapter nor net-core may depend on, directly or transitively.
 const BROKER_CRATES: &[&str] = &["redis", "async-nats", "snow", "ed25519-dalek"];
 
-/// The packages checked and the crates banned from each one's normal dependency tree.
-fn rules() -> Vec<(&'static str, Vec<&'static str>)> {
-    let mut adapter = BROKER_CRATES.to_vec();
-    adapter.push("tokio");
+/// One package and the crates banned from its normal dependency tree.
+struct Rule {
+    /// The package whose tree is checked.
+    package: &'static str,
+    /// Banned with the default features.
+    default_features: Vec<&'static str>,
+    /// Banned with `--all-features`.
+    all_features: Vec<&'static str>,
+}
+
+/// The packages checked and what each may not depend on.
+fn rules() -> Vec<Rule> {
+    let mut adapter_default = BROKER_CRATES.to_vec();
+    adapter_default.push("tokio");
     vec![
-        ("net-adapter", adapter),
-        ("net-core", BROKER_CRATES.to_vec()),
+        Rule {
+            package: "net-adapter",
+            default_features: adapter_default,
+            all_features: BROKER_CRATES.to_vec(),
+        },
+        Rule {
+            package: "net-core",
+            default_features: BROKER_CRATES.to_vec(),
+            all_features: BROKER_CRATES.to_vec(),
+        },
     ]
 }
 
 /// Runs `cargo tree` for each rule and feature set and reports every banned crate found.
 pub(crate) fn run() -> Result<()> {
     let mut violations = Vec::new();
-    for (package, banned) in rules() {
-        for features in [None, Some("--all-features")] {
+    for rule in rules() {
+        let package = rule.package;
+        for (features, banned) in [
+            (None, &rule.default_features),
+            (Some("--all-features"), &rule.all_features),
+        ] {
             let mut args = vec![
                 "tree", "-p", package, "-e", "normal", "--prefix", "none", "--target", "all",
             ];
@@ -37,7 +61,7 @@ pub(crate) fn run() -> Result<()> {
             if !crate_names(&tree).any(|name| name == package) {
                 bail!("`cargo tree -p {package}` did not list {package} itself; cannot check it");
             }
-            let found = banned_in_tree(&tree, &banned);
+            let found = banned_in_tree(&tree, banned);
             let label = features.unwrap_or("default features");
             println!(
                 "checked {package} ({label}): {} distinct crates, none of [{}] allowed: {}",

@@ -39,7 +39,8 @@ const STEPS: &[Step] = &[
     },
     Step {
         name: "boundary",
-        about: "net-core and net-adapter depend on no broker client; net-adapter not on tokio",
+        about:
+            "net-core and net-adapter depend on no broker client; default net-adapter not on tokio",
         run: boundary::run,
     },
     Step {

@@ -7,12 +7,17 @@
 //! - [`Adapter`]: the trait, with its contract written on it;
 //! - [`Batch`], [`BatchEvent`], [`StoredEvent`], [`ShardPollResult`]: the types it speaks;
 //! - [`AdapterError`]: the error classification the bus acts on;
-//! - [`NoopAdapter`] and [`MemoryAdapter`]: the two reference adapters.
+//! - [`NoopAdapter`] and [`MemoryAdapter`]: the two reference adapters;
+//! - `conformance` (feature `conformance`): the checks every adapter must pass, and the
+//!   `conformance_suite!` macro that turns them into one test per property.
 //!
-//! This crate knows no backend and starts no runtime: it depends on neither tokio nor any
-//! broker client.
+//! This crate knows no backend. Its default build starts no runtime and depends on neither
+//! tokio nor any broker client; only the `conformance` feature, meant for the
+//! dev-dependencies of adapter crates, brings in tokio to run the checks.
 
 mod adapter;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod error;
 mod memory;
 mod noop;
@@ -20,7 +25,7 @@ mod types;
 
 pub use adapter::Adapter;
 pub use error::{AdapterError, AdapterResult};
-pub use memory::{MemoryAdapter, MemoryAdapterConfig};
+pub use memory::{MemoryAdapter, MemoryAdapterConfig, MemoryFault};
 pub use noop::NoopAdapter;
 pub use types::{dedup_id, Batch, BatchEvent, ShardPollResult, StoredEvent, MAX_PAGE};
 

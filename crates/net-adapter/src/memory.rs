@@ -8,6 +8,10 @@
 //! earliest retained entry is stale and is answered with an empty page whose cursor moves to
 //! just before that entry.
 //!
+//! Test hooks let a test shape what the log holds ([`MemoryAdapter::inject_corrupt`],
+//! [`MemoryAdapter::trim`]) and make the next `on_batch` of a shard fail in a chosen way
+//! ([`MemoryAdapter::inject_fault`]); the conformance kit drives the adapter through them.
+//!
 //! Retries are deduplicated with a per-shard high-water mark of sequence numbers per producer
 //! nonce: a batch whose sequence range was already appended is acknowledged without being
 //! written again. This relies on the bus's guarantee that one nonce's batches for a shard
@@ -24,6 +28,23 @@ use std::sync::Arc;
 
 /// How many producer nonces a shard remembers for retry dedup before forgetting the oldest.
 const REMEMBERED_NONCES: usize = 1024;
+
+/// A failure the next [`Adapter::on_batch`] call of one shard simulates (a test hook).
+///
+/// Set with [`MemoryAdapter::inject_fault`]; it applies once, to the next batch of that shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemoryFault {
+    /// Reject the batch with [`AdapterError::Fatal`] without storing any of it, as a
+    /// misconfigured backend would.
+    Fatal,
+    /// Store the batch, then return [`AdapterError::Transient`], as when the reply of a write
+    /// that did happen is lost.
+    TransientAfterWrite,
+    /// Store the batch, then never complete, as a call whose reply never arrives; the caller
+    /// gives up on it (drops the future) and retries.
+    StallAfterWrite,
+}
 
 /// Settings of a [`MemoryAdapter`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +135,7 @@ impl ShardLog {
 pub struct MemoryAdapter {
     config: MemoryAdapterConfig,
     shards: RwLock<HashMap<u16, Arc<Mutex<ShardLog>>>>,
+    faults: Mutex<HashMap<u16, MemoryFault>>,
     shut_down: AtomicBool,
 }
 
@@ -128,6 +150,7 @@ impl MemoryAdapter {
         Self {
             config,
             shards: RwLock::new(HashMap::new()),
+            faults: Mutex::new(HashMap::new()),
             shut_down: AtomicBool::new(false),
         }
     }
@@ -197,6 +220,51 @@ impl MemoryAdapter {
     }
 }
 
+impl MemoryAdapter {
+    /// Makes the next `on_batch` call for `shard_id` fail as `fault` describes (a test hook).
+    ///
+    /// Replaces a fault already waiting for that shard. Shutdown still takes precedence: a
+    /// shut-down adapter returns [`AdapterError::Shutdown`] and keeps the fault waiting.
+    pub fn inject_fault(&self, shard_id: u16, fault: MemoryFault) {
+        self.faults.lock().insert(shard_id, fault);
+    }
+
+    /// Appends `batch` to its shard's log unless a previous delivery already did.
+    fn append(&self, batch: &Batch) {
+        let log = self.shard_or_create(batch.shard_id);
+        let mut log = log.lock();
+        let end = batch
+            .sequence_start
+            .saturating_add(batch.events.len() as u64);
+        let already = log
+            .high_water
+            .get(&batch.process_nonce)
+            .copied()
+            .unwrap_or(0);
+        if end <= already {
+            // A retry of a batch that is already stored.
+            return;
+        }
+        // Skip a prefix that a previous delivery already appended (cannot happen with the
+        // bus's whole-batch retries, but keeps the log duplicate-free regardless).
+        let skip = already.saturating_sub(batch.sequence_start) as usize;
+        let retention = self.config.max_events_per_shard;
+        for (index, event) in batch.events.iter().enumerate().skip(skip) {
+            log.push(
+                Entry::Event {
+                    raw: event.raw.clone(),
+                    insertion_ts: event.insertion_ts,
+                    nonce: batch.process_nonce,
+                    sequence_start: batch.sequence_start,
+                    index: index as u32,
+                },
+                retention,
+            );
+        }
+        log.remember(batch.process_nonce, end);
+    }
+}
+
 fn parse_cursor(cursor: &str) -> Result<u64, AdapterError> {
     cursor
         .parse::<u64>()
@@ -217,38 +285,29 @@ impl Adapter for MemoryAdapter {
                 batch.shard_id
             )));
         }
-        let log = self.shard_or_create(batch.shard_id);
-        let mut log = log.lock();
-        let end = batch
-            .sequence_start
-            .saturating_add(batch.events.len() as u64);
-        let already = log
-            .high_water
-            .get(&batch.process_nonce)
-            .copied()
-            .unwrap_or(0);
-        if end <= already {
-            // A retry of a batch that is already stored.
-            return Ok(());
+        let fault = self.faults.lock().remove(&batch.shard_id);
+        match fault {
+            None => {
+                self.append(&batch);
+                Ok(())
+            }
+            Some(MemoryFault::Fatal) => Err(AdapterError::Fatal(format!(
+                "memory: injected permanent failure on shard {}",
+                batch.shard_id
+            ))),
+            Some(MemoryFault::TransientAfterWrite) => {
+                self.append(&batch);
+                Err(AdapterError::Transient(format!(
+                    "memory: injected failure after writing to shard {}",
+                    batch.shard_id
+                )))
+            }
+            Some(MemoryFault::StallAfterWrite) => {
+                self.append(&batch);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
         }
-        // Skip a prefix that a previous delivery already appended (cannot happen with the
-        // bus's whole-batch retries, but keeps the log duplicate-free regardless).
-        let skip = already.saturating_sub(batch.sequence_start) as usize;
-        let retention = self.config.max_events_per_shard;
-        for (index, event) in batch.events.iter().enumerate().skip(skip) {
-            log.push(
-                Entry::Event {
-                    raw: event.raw.clone(),
-                    insertion_ts: event.insertion_ts,
-                    nonce: batch.process_nonce,
-                    sequence_start: batch.sequence_start,
-                    index: index as u32,
-                },
-                retention,
-            );
-        }
-        log.remember(batch.process_nonce, end);
-        Ok(())
     }
 
     async fn poll_shard(
