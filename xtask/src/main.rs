@@ -54,6 +54,11 @@ const STEPS: &[Step] = &[
         run: steps::test,
     },
     Step {
+        name: "example-adapter",
+        about: "fmt, clippy and tests (the conformance kit) of examples/file-adapter",
+        run: steps::example_adapter,
+    },
+    Step {
         name: "bench-smoke",
         about: "net-bench --smoke (debug build): every bench row runs, the report is written",
         run: steps::bench_smoke,

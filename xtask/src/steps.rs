@@ -41,6 +41,40 @@ pub(crate) fn test() -> Result<()> {
     run(cargo(["test", "--workspace", "--all-features", "--doc"]))
 }
 
+/// The manifest of the example adapter, which is not a workspace member.
+const EXAMPLE_ADAPTER: &str = "examples/file-adapter/Cargo.toml";
+
+/// The example adapter crate, built as a third-party adapter is (outside the workspace,
+/// against net-adapter alone, with its own committed `Cargo.lock`): fmt check, clippy with
+/// `-D warnings`, and its tests, which run the conformance kit through the macro.
+///
+/// It shares the workspace's target directory (unless `CARGO_TARGET_DIR` already names one)
+/// so the dependencies it has in common with the workspace are not built twice.
+pub(crate) fn example_adapter() -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .unwrap_or_else(|| workspace_root().join("target").into_os_string());
+    let commands: [&[&str]; 3] = [
+        &["fmt", "--manifest-path", EXAMPLE_ADAPTER, "--", "--check"],
+        &[
+            "clippy",
+            "--manifest-path",
+            EXAMPLE_ADAPTER,
+            "--locked",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &["test", "--manifest-path", EXAMPLE_ADAPTER, "--locked"],
+    ];
+    for args in commands {
+        let mut command = cargo(args);
+        command.env("CARGO_TARGET_DIR", &target);
+        run(command)?;
+    }
+    Ok(())
+}
+
 /// `net-bench --smoke` in a debug build: checks that every bench row runs and that the
 /// report is written (to `target/bench-smoke`, so a real report in `target/bench` survives).
 pub(crate) fn bench_smoke() -> Result<()> {
