@@ -97,7 +97,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
 /// Measures every row and writes the report; fails when a row is invalid.
 async fn run(options: Options) -> Result<()> {
     let plan = Plan::new(options.mode);
-    let machine = Machine::detect();
+    let mut machine = Machine::detect();
     if machine.profile == "debug" && plan.mode != Mode::Smoke {
         eprintln!("warning: this is a debug build; its numbers say little (use --release)");
     }
@@ -121,6 +121,7 @@ async fn run(options: Options) -> Result<()> {
             _ => heap::rows(&plan).await?,
         });
     }
+    machine.load_after = report::load_average();
     let report = Report {
         plan,
         machine,

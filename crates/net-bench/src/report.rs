@@ -132,6 +132,21 @@ pub(crate) struct Machine {
     pub(crate) date: String,
     /// `debug` or `release`.
     pub(crate) profile: &'static str,
+    /// The 1-minute load average when the run started, when the OS tells: other work on
+    /// the machine skews the numbers (the ratios less so).
+    pub(crate) load_before: Option<f64>,
+    /// The 1-minute load average when the run ended.
+    pub(crate) load_after: Option<f64>,
+}
+
+/// The 1-minute load average, from `/proc/loadavg` where there is one.
+pub(crate) fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Machine {
@@ -167,6 +182,8 @@ impl Machine {
             } else {
                 "release"
             },
+            load_before: load_average(),
+            load_after: None,
         }
     }
 }
@@ -264,6 +281,8 @@ impl Report {
                 "arch": std::env::consts::ARCH,
                 "rustc": self.machine.rustc,
                 "profile": self.machine.profile,
+                "load_before": self.machine.load_before,
+                "load_after": self.machine.load_after,
             },
             "plan": {
                 "repeats": plan.repeats,
@@ -307,6 +326,12 @@ impl Report {
             },
             self.elapsed_secs
         );
+        if let (Some(before), Some(after)) = (m.load_before, m.load_after) {
+            let _ = writeln!(
+                out,
+                "Load average (1 min) {before:.2} at the start, {after:.2} at the end.\n"
+            );
+        }
         out.push_str(
             "ratio = median of the row / median of its baseline (events/s: higher is better; \
              ns and B/event: lower is better).\n\n",
@@ -542,6 +567,8 @@ mod tests {
                 rustc: "rustc test".into(),
                 date: "2026-01-01".into(),
                 profile: "debug",
+                load_before: Some(0.5),
+                load_after: Some(1.25),
             },
             rows: vec![
                 Row::new(HEADLINE.0, Unit::EventsPerSec, rate(20e6))
@@ -577,6 +604,10 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("flume, 1 producer **(invalid)**"), "{table}");
+        assert!(
+            table.contains("0.50 at the start, 1.25 at the end"),
+            "{table}"
+        );
         let svg = report.to_svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<rect x=").count(), 3, "{svg}");
