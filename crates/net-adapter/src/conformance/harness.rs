@@ -153,6 +153,13 @@ impl<F: Future> Future for PollOnce<'_, F> {
     }
 }
 
+/// Awaits `future`, turning a panic while polling it into `Err` with the panic's message.
+pub(crate) async fn catch_panic<F: Future>(future: F) -> Result<F::Output, String> {
+    CatchUnwind(Box::pin(future))
+        .await
+        .map_err(|payload| panic_message(&*payload))
+}
+
 /// Runs the fixture's cleanup under its deadline, catching a panic.
 pub(crate) async fn cleanup(fixture: &dyn Fixture) -> Result<(), String> {
     let deadline = fixture.deadline();

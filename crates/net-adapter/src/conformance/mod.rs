@@ -13,17 +13,35 @@
 //! dev-dependencies, write an async factory that builds a fresh fixture, and expand the
 //! suite in a test file:
 //!
-//! ```ignore
-//! async fn fixture() -> MyFixture {
-//!     MyFixture::new(net_adapter::conformance::unique_namespace()).await
+//! ```
+//! use net_adapter::conformance::AdapterOnly;
+//! use net_adapter::MemoryAdapter;
+//!
+//! // A real fixture also provides hooks; see `Fixture`.
+//! async fn fixture() -> AdapterOnly {
+//!     AdapterOnly::new(MemoryAdapter::new())
 //! }
 //!
 //! net_adapter::conformance_suite!(fixture);
+//! # fn main() {}
 //! ```
 //!
 //! [`conformance_suite!`](crate::conformance_suite) expands to one `#[test]` per property,
 //! named after it, so `cargo test order_within_shard` runs one property and a failure shows up
-//! under its own name. [`run_all`] runs every property in turn and returns a [`Report`].
+//! under its own name. [`run_all`] runs every property in turn and returns a [`Report`]:
+//!
+//! ```
+//! use net_adapter::conformance::{run_all, AdapterOnly};
+//! use net_adapter::MemoryAdapter;
+//!
+//! # let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+//! # runtime.block_on(async {
+//! let report = run_all(|| async { AdapterOnly::new(MemoryAdapter::new()) }).await;
+//! // Without hooks, the properties that need one are skipped, by name.
+//! assert!(report.is_success(), "{report}");
+//! assert_eq!(report.skipped().len(), 6);
+//! # });
+//! ```
 //!
 //! # Capabilities and hooks
 //!
@@ -97,12 +115,21 @@ pub fn unique_namespace() -> String {
 
 /// Checks one property against the fixture and then asks the fixture to clean up.
 ///
-/// A failing cleanup does not change the result; it is reported on standard error.
+/// A panic that escapes the check (in the fixture, or in an adapter method the kit calls
+/// inline, such as [`name`](crate::Adapter::name)) fails the property instead of unwinding
+/// further. A failing cleanup does not change the result; it is reported on standard error.
 pub async fn run_property<F: Fixture>(
     property: Property,
     fixture: F,
 ) -> Result<Outcome, ConformanceFailure> {
-    let result = property.check(&fixture).await;
+    let result = match harness::catch_panic(property.check(&fixture)).await {
+        Ok(result) => result,
+        Err(message) => Err(ConformanceFailure::new(
+            property,
+            "unknown",
+            format!("the check panicked outside any guarded adapter call: {message}"),
+        )),
+    };
     if let Err(problem) = harness::cleanup(&fixture).await {
         loud(&format!(
             "!! conformance: cleanup after `{}` failed: {problem}",
@@ -192,12 +219,12 @@ fn loud(line: &str) {
 /// that runs [`run_test`](crate::conformance::run_test); the adapter crate needs no tokio
 /// dev-dependency for it.
 ///
-/// ```ignore
-/// async fn fixture() -> MyFixture {
-///     MyFixture::open(net_adapter::conformance::unique_namespace()).await
-/// }
+/// ```
+/// use net_adapter::conformance::AdapterOnly;
+/// use net_adapter::MemoryAdapter;
 ///
-/// net_adapter::conformance_suite!(fixture);
+/// net_adapter::conformance_suite!(|| async { AdapterOnly::new(MemoryAdapter::new()) });
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! conformance_suite {

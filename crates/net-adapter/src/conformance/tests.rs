@@ -153,3 +153,21 @@ fn evidence_shows_the_first_difference_and_what_is_missing_or_extra() {
     assert!(text.contains("missing:    (1) s0#1"), "{text}");
     assert!(text.contains("unexpected: (1) s0#2"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_outside_the_guarded_calls_fails_the_property() {
+    /// A fixture that cannot even produce its adapter.
+    struct Unbuildable;
+
+    #[async_trait]
+    impl Fixture for Unbuildable {
+        fn adapter(&self) -> Arc<dyn Adapter> {
+            panic!("no adapter today")
+        }
+    }
+
+    let result = super::run_property(Property::PagingLimits, Unbuildable).await;
+    let failure = result.expect_err("a panicking fixture cannot pass");
+    assert_eq!(failure.property, Property::PagingLimits);
+    assert!(failure.message.contains("no adapter today"), "{failure}");
+}

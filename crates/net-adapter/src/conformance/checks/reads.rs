@@ -185,6 +185,7 @@ pub async fn paging_limits(fixture: &dyn Fixture) -> Result<Outcome, Conformance
     poll_expect(&ctx, 0, Some(&zero.cursor), 10, all.clone(), false).await?;
 
     let events = ctx.read_all(0, 100).await?;
+    ctx.expect_events("reading shard 0", all.clone(), &events)?;
     let middle = events[2].id.clone();
     let zero = poll_expect(&ctx, 0, Some(&middle), 0, Vec::new(), true).await?;
     poll_expect(&ctx, 0, Some(&zero.cursor), 10, all[3..].to_vec(), false).await?;
@@ -336,6 +337,7 @@ pub async fn corrupt_entries_skipped(fixture: &dyn Fixture) -> Result<Outcome, C
         )?;
     }
     let events = ctx.read_all(0, 100).await?;
+    ctx.expect_events("reading shard 0", expected(0, 0..5), &events)?;
     let after_first_batch = events[2].id.clone();
     for limit in [1, 2, 3] {
         let (events, _) = ctx

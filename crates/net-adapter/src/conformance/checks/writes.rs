@@ -228,8 +228,16 @@ async fn follow(
     let mut cursor: Option<String> = None;
     let mut next = 0u64;
     let mut dedup = HashSet::new();
-    let mut last_progress = Instant::now();
+    let started = Instant::now();
+    let mut last_progress = started;
     while next < total {
+        if started.elapsed() > core.deadline * 3 {
+            return Err(core.fail(format!(
+                "deadline hit: a reader of shard {shard} had read only {next} of {total} events \
+                 after {:?} (three deadlines), although its cursor kept moving",
+                core.deadline * 3
+            )));
+        }
         let writers_were_done = writers_done.load(Ordering::Acquire);
         let page = core.poll_ok(shard, cursor.as_deref(), 7).await?;
         let progressed = !page.events.is_empty() || cursor.as_deref() != Some(&page.cursor);
