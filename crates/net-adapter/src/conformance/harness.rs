@@ -3,6 +3,7 @@
 //! batches with recognisable payloads, paging helpers that detect a wedged cursor, and the
 //! comparison of what came back with what was written.
 
+use super::outcome::window;
 use super::{ConformanceFailure, Fixture, HookError, HookResult, Outcome, Property};
 use crate::{Adapter, AdapterError, Batch, BatchEvent, ShardPollResult, StoredEvent};
 use bytes::Bytes;
@@ -407,12 +408,10 @@ impl Core {
             .await?;
         if let Ok(page) = &result {
             if page.events.len() > limit {
-                return Err(self
-                    .fail(format!(
-                        "{what} returned {} events, more than the limit",
-                        page.events.len()
-                    ))
-                    .with_evidence(Vec::new(), labels(&page.events)));
+                return Err(self.fail(format!(
+                    "{what} returned more events than the limit: {}",
+                    window(&labels(&page.events), 0)
+                )));
             }
         }
         Ok(result)
@@ -458,22 +457,20 @@ impl Core {
                 return Ok((events, page.cursor));
             }
             if !progressed {
-                return Err(self
-                    .fail(format!(
-                        "wedged: {} returned no events, handed back the same cursor and \
-                         claimed has_more = true, so a consumer would poll forever",
-                        describe_poll(shard, cursor.as_deref(), limit)
-                    ))
-                    .with_evidence(Vec::new(), labels(&events)));
+                return Err(self.fail(format!(
+                    "wedged: {} returned no events, handed back the same cursor and claimed \
+                     has_more = true, so a consumer would poll forever; events read before: {}",
+                    describe_poll(shard, cursor.as_deref(), limit),
+                    window(&labels(&events), 0)
+                )));
             }
             cursor = Some(page.cursor);
         }
-        Err(self
-            .fail(format!(
-                "paging through shard {shard} with limit {limit} did not reach the end \
-                 (has_more = false) within {MAX_POLLS} polls"
-            ))
-            .with_evidence(Vec::new(), labels(&events)))
+        Err(self.fail(format!(
+            "paging through shard {shard} with limit {limit} did not reach the end \
+             (has_more = false) within {MAX_POLLS} polls; events read: {}",
+            window(&labels(&events), 0)
+        )))
     }
 
     /// Every event of `shard`, read from the start in pages of `limit`.

@@ -120,7 +120,7 @@ fn counted(item: &str, n: i64) -> String {
 }
 
 /// Renders `items[from..]`, at most [`SHOWN`] of them, with the total and the elided parts.
-fn window(items: &[String], from: usize) -> String {
+pub(crate) fn window(items: &[String], from: usize) -> String {
     let from = from.min(items.len());
     let to = (from + SHOWN).min(items.len());
     let mut out = format!("({}) ", items.len());
@@ -144,8 +144,13 @@ impl fmt::Display for Evidence {
             )?;
             return Ok(());
         };
-        // Start the window a few items before the first difference for context.
-        let from = at.saturating_sub(4);
+        // Show short lists whole; start long ones a few items before the first difference.
+        let longest = self.expected.len().max(self.seen.len());
+        let from = if longest <= SHOWN {
+            0
+        } else {
+            at.saturating_sub(4)
+        };
         writeln!(f, "  expected {}", window(&self.expected, from))?;
         writeln!(f, "  seen     {}", window(&self.seen, from))?;
         let expected = self.expected.get(at).map_or("nothing", String::as_str);
