@@ -1,8 +1,8 @@
 //! [`EventBus`]: ingest, batch workers, dispatch with retry, flush and shutdown.
 //!
 //! # Shape
-//! `ingest_raw` routes an event by its hash (jump consistent hash over the shards), pushes it
-//! onto that shard's ring and returns. One batch worker task per shard pops runs of events,
+//! `ingest_raw` routes an event by its hash (the slot table of `routing`), pushes it onto that
+//! shard's ring and returns. One batch worker task per shard pops runs of events,
 //! closes a batch at `max_events` or `max_delay` after its oldest event, and hands it to the
 //! adapter; at most one batch per shard is in flight, so per-shard FIFO holds.
 //!
@@ -12,9 +12,16 @@
 //! at the shutdown deadline). Stats are updated before `done`, so whoever sees
 //! `done == reserved` on every shard also sees final stats.
 //!
+//! # The state word
+//! `state` holds the closing flag (top bit) and the routing version (the rest). A producer
+//! increments its shard's `reserved` and `in_flight` marks (SeqCst) *before* it reads `state`
+//! (SeqCst); shutdown and resizes change `state` *before* they read those marks. A producer
+//! that finds the bus closing refuses the event; one whose routing table is older than the
+//! state word takes its reservation back and routes again (a table one version ahead of the
+//! state word is fine: resizes publish the table before they bump the version).
+//!
 //! # Shutdown
-//! `closing` is set first (SeqCst). A producer increments `reserved` (SeqCst) *before* it
-//! checks `closing`, so either shutdown sees its reservation and waits for the event, or the
+//! The closing bit is set first. Because producers reserve before they read it, either shutdown sees its reservation and waits for the event, or the
 //! producer sees `closing` and refuses the event: no event is stranded in a ring. Workers
 //! drain their rings and exit once `done == reserved`. If that takes longer than
 //! `shutdown_timeout`, the workers are aborted and what is left is counted as dropped
@@ -26,19 +33,28 @@ use crate::consume::{self, ConsumeRequest, ConsumeResponse};
 use crate::error::{ConfigError, ConsumerResult, IngestionError, IngestionResult};
 use crate::event::{Event, RawEvent};
 use crate::nonce::{self, ProducerIdentity};
-use crate::shard::{jump_hash, Shard, Slot};
+use crate::routing::{self, Routing};
+use crate::scaling::{self, ScalingDecision, ScalingError, ScalingPolicy, ScalingState};
+use crate::shard::{Shard, Slot};
 use crate::stats::EventBusStats;
+use arc_swap::ArcSwap;
 use net_adapter::{Adapter, AdapterError, Batch, BatchEvent};
 use parking_lot::Mutex;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// How long an idle worker sleeps before it looks at its ring again on its own.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// The closing bit of the state word; the other bits are the routing version.
+const CLOSING: u64 = 1 << 63;
+
+/// How many times one ingest re-routes after racing resizes before giving up (`Unrouted`).
+const MAX_REROUTES: u32 = 64;
 
 /// The event bus. Create it inside a tokio runtime with [`EventBus::new`].
 pub struct EventBus {
@@ -48,11 +64,13 @@ pub struct EventBus {
 pub(crate) struct Inner {
     pub(crate) config: EventBusConfig,
     pub(crate) adapter: Arc<dyn Adapter>,
-    pub(crate) shards: Box<[Shard]>,
+    /// The current routing snapshot (read on every ingest).
+    routing: ArcSwap<Routing>,
+    /// Closing bit and routing version (see the module documentation).
+    state: AtomicU64,
     pub(crate) stats: EventBusStats,
     identity: ProducerIdentity,
-    /// Set once: ingest refuses new events.
-    closing: AtomicBool,
+    clock: Clock,
     /// Set when shutdown's deadline passed: workers stop retrying.
     aborting: AtomicBool,
     /// Number of `flush` calls in progress: workers close batches at once.
@@ -63,23 +81,43 @@ pub(crate) struct Inner {
     shutdown_started: AtomicBool,
     /// Held for the whole shutdown; `true` once it completed.
     shutdown_done: tokio::sync::Mutex<bool>,
+    /// Serialises resizes (and shutdown against them).
+    scaling: tokio::sync::Mutex<ScalingState>,
+}
+
+/// Wall-clock nanoseconds that never go backwards within a bus: the wall clock read once at
+/// start plus the monotonic time elapsed since.
+struct Clock {
+    unix_ns_at_start: u64,
+    start: Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            unix_ns_at_start: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            start: Instant::now(),
+        }
+    }
+
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.unix_ns_at_start
+            .saturating_add(self.start.elapsed().as_nanos() as u64)
+    }
 }
 
 impl std::fmt::Debug for EventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventBus")
-            .field("shards", &self.inner.shards.len())
+            .field("shards", &self.inner.stats.shards.read().len())
             .field("adapter", &self.inner.adapter.name())
             .field("nonce", &format_args!("{:016x}", self.inner.identity.nonce))
             .finish()
     }
-}
-
-pub(crate) fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 thread_local! {
@@ -115,27 +153,40 @@ impl EventBus {
         adapter.init().await?;
         let adapter: Arc<dyn Adapter> = Arc::from(adapter);
         let n = usize::from(config.shards);
-        let shards = (0..config.shards)
-            .map(|id| Shard::new(id, config.ring_capacity))
+        let shards: Vec<Arc<Shard>> = (0..config.shards)
+            .map(|id| Arc::new(Shard::new(id, config.ring_capacity)))
             .collect();
+        let routing = Routing {
+            version: 0,
+            table: routing::initial_table(config.shards).into_boxed_slice(),
+            shards: shards.clone().into_boxed_slice(),
+        };
+        let stats = EventBusStats::default();
+        *stats.shards.write() = shards.clone();
         let inner = Arc::new(Inner {
             adapter,
-            shards,
-            stats: EventBusStats::with_shards(n),
+            routing: ArcSwap::from_pointee(routing),
+            state: AtomicU64::new(0),
+            stats,
             identity,
-            closing: AtomicBool::new(false),
+            clock: Clock::new(),
             aborting: AtomicBool::new(false),
             flushers: AtomicUsize::new(0),
             progress: Notify::new(),
             workers: Mutex::new(Vec::with_capacity(n)),
             shutdown_started: AtomicBool::new(false),
             shutdown_done: tokio::sync::Mutex::new(false),
+            scaling: tokio::sync::Mutex::new(ScalingState::default()),
             config,
         });
-        let handles = (0..n)
-            .map(|i| runtime.spawn(run_worker(inner.clone(), i)))
+        let handles = shards
+            .into_iter()
+            .map(|shard| runtime.spawn(run_worker(inner.clone(), shard)))
             .collect();
         *inner.workers.lock() = handles;
+        if let Some(policy) = inner.config.scaling {
+            runtime.spawn(run_monitor(Arc::downgrade(&inner), policy));
+        }
         tracing::info!(
             shards = n,
             adapter = inner.adapter.name(),
@@ -180,29 +231,51 @@ impl EventBus {
                 return Err(IngestionError::Sampled);
             }
         }
-        let count = inner.shards.len() as u32;
-        let index = if count == 1 {
-            0
-        } else {
-            jump_hash(event.hash(), count) as usize
-        };
-        let (Some(shard), Some(counters)) = (inner.shards.get(index), stats.shards.get(index))
-        else {
-            stats.rejected.unrouted.fetch_add(1, Relaxed);
-            return Err(IngestionError::Unrouted);
-        };
-        counters.reserved.fetch_add(1, SeqCst);
-        if inner.closing.load(SeqCst) {
+        let mut reroutes = 0u32;
+        let routing = loop {
+            let routing = inner.routing.load();
+            let counters = &routing.route(event.hash()).counters;
+            let parity = (routing.version & 1) as usize;
+            counters.reserved.fetch_add(1, SeqCst);
+            counters.in_flight[parity].fetch_add(1, SeqCst);
+            let state = inner.state.load(SeqCst);
+            // The resizer publishes the table before it bumps the version, so a producer may
+            // see the new table one step ahead of the state word: that table is already safe
+            // to use. Only a table older than the state must be reloaded.
+            if state == routing.version || state.wrapping_add(1) == routing.version {
+                break routing;
+            }
+            counters.in_flight[parity].fetch_sub(1, SeqCst);
             counters.reserved.fetch_sub(1, SeqCst);
-            stats.rejected.shutting_down.fetch_add(1, Relaxed);
-            return Err(IngestionError::ShuttingDown);
+            if state & CLOSING != 0 {
+                stats.rejected.shutting_down.fetch_add(1, Relaxed);
+                return Err(IngestionError::ShuttingDown);
+            }
+            // A resize was published after this table was loaded: route again. The new table
+            // is already in place, so this repeats only if resizes keep racing the reload.
+            reroutes += 1;
+            if reroutes > MAX_REROUTES {
+                stats.rejected.unrouted.fetch_add(1, Relaxed);
+                return Err(IngestionError::Unrouted);
+            }
+            std::thread::yield_now();
+        };
+        let shard = routing.route(event.hash());
+        let counters = &shard.counters;
+        // Ends this producer's in-flight mark once the push is over, whatever its outcome.
+        struct InFlight<'a>(&'a AtomicU64);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, SeqCst);
+            }
         }
+        let _in_flight = InFlight(&counters.in_flight[(routing.version & 1) as usize]);
         // Counted before the push so that a worker can never report an event dispatched
         // before it is counted ingested; taken back if the push is refused.
         stats.events_ingested.fetch_add(1, Relaxed);
         let slot = Slot {
             raw: event.into_bytes(),
-            ts: now_ns(),
+            ts: inner.clock.now_ns(),
         };
         let refused = match inner.config.backpressure {
             crate::BackpressureMode::DropNewest => shard
@@ -219,7 +292,7 @@ impl EventBus {
                 None
             }
             crate::BackpressureMode::Block => shard
-                .push_blocking(slot, || inner.closing.load(SeqCst))
+                .push_blocking(slot, || inner.state.load(SeqCst) & CLOSING != 0)
                 .err()
                 .map(|_| IngestionError::ShuttingDown),
         };
@@ -264,9 +337,37 @@ impl EventBus {
         &self.inner.stats
     }
 
-    /// Number of shards.
+    /// Number of shards receiving events now.
     pub fn shard_count(&self) -> u16 {
-        self.inner.shards.len() as u16
+        self.inner.active_ids().len() as u16
+    }
+
+    /// Ids of the shards receiving events now, ascending.
+    pub fn active_shards(&self) -> Vec<u16> {
+        self.inner.active_ids()
+    }
+
+    /// Adds `count` shards and returns their ids. Keys move only from old shards to the new
+    /// ones, and a new shard dispatches nothing before the shards it took keys from have
+    /// dispatched every event accepted before the change, so each key's events reach the
+    /// adapter in ingest order.
+    pub async fn add_shards(&self, count: u16) -> Result<Vec<u16>, ScalingError> {
+        self.inner.add_shards(count).await
+    }
+
+    /// Stops routing to `shard_ids`, waits until everything they hold reached the adapter,
+    /// and retires them. Their keys move to the remaining shards, which dispatch nothing
+    /// before the removed shards are drained. Retired ids are never reused, and `poll` keeps
+    /// reading them. Bounded by `shutdown_timeout` ([`ScalingError::DrainTimeout`]).
+    pub async fn remove_shards(&self, shard_ids: Vec<u16>) -> Result<(), ScalingError> {
+        self.inner.remove_shards(shard_ids).await
+    }
+
+    /// What the scaling rule (with the configured policy, or the default one) proposes now.
+    /// See [`ScalingPolicy`] for the rule.
+    pub async fn suggest_scaling(&self) -> ScalingDecision {
+        let policy = self.inner.config.scaling.unwrap_or_default();
+        self.inner.suggest(&policy).await
     }
 
     /// The producer nonce stamped on every batch.
@@ -286,7 +387,7 @@ impl Drop for EventBus {
             return;
         }
         // Refuse new events at once; drain and stop in the background.
-        self.inner.closing.store(true, SeqCst);
+        self.inner.state.fetch_or(CLOSING, SeqCst);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let inner = self.inner.clone();
             rt.spawn(async move {
@@ -298,7 +399,7 @@ impl Drop for EventBus {
         }
         // No runtime to drive a drain from here: wake the workers so they see `closing`,
         // drain and finish on their own runtime.
-        for shard in self.inner.shards.iter() {
+        for shard in self.inner.all_shards() {
             shard.wake_worker();
             shard.release_blocked();
         }
@@ -323,22 +424,21 @@ fn drain(shard: &Shard, events: &mut Vec<BatchEvent>, max: usize, last_ts: &mut 
     n
 }
 
-async fn run_worker(inner: Arc<Inner>, index: usize) {
-    let shard = &inner.shards[index];
-    let counters = &inner.stats.shards[index];
+async fn run_worker(inner: Arc<Inner>, shard: Arc<Shard>) {
+    let counters = &shard.counters;
     let max_events = inner.config.batch.max_events;
     let max_delay = inner.config.batch.max_delay();
     let mut next_seq = inner.identity.sequence_base;
     let mut last_ts = 0u64;
     let mut events: Vec<BatchEvent> = Vec::with_capacity(max_events.min(1 << 16));
     loop {
-        let popped = drain(shard, &mut events, max_events, &mut last_ts);
+        let popped = drain(&shard, &mut events, max_events, &mut last_ts);
         if popped > 0 {
             counters.in_worker.fetch_add(popped, SeqCst);
             shard.signal_space();
         }
         if events.is_empty() {
-            if inner.closing.load(SeqCst) {
+            if inner.closing() || shard.retiring.load(SeqCst) {
                 let done = counters.done.load(SeqCst);
                 if done == counters.reserved.load(SeqCst) && shard.queue.is_empty() {
                     break;
@@ -350,20 +450,26 @@ async fn run_worker(inner: Arc<Inner>, index: usize) {
             continue;
         }
         if events.len() < max_events && !max_delay.is_zero() {
-            let age = Duration::from_nanos(now_ns().saturating_sub(events[0].insertion_ts));
+            let age =
+                Duration::from_nanos(inner.clock.now_ns().saturating_sub(events[0].insertion_ts));
             let deadline = Instant::now() + max_delay.saturating_sub(age);
-            while events.len() < max_events && !inner.urgent() {
+            while events.len() < max_events && !inner.urgent(&shard) {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
                 }
                 shard.wait_for_events(deadline - now).await;
-                let popped = drain(shard, &mut events, max_events, &mut last_ts);
+                let popped = drain(&shard, &mut events, max_events, &mut last_ts);
                 if popped > 0 {
                     counters.in_worker.fetch_add(popped, SeqCst);
                     shard.signal_space();
                 }
             }
+        }
+        // Hand-off after a resize: the shards this one took keys from go first.
+        while shard.fenced() {
+            let progress = inner.progress.notified();
+            let _ = tokio::time::timeout(Duration::from_millis(5), progress).await;
         }
         let batch = Arc::new(Batch {
             shard_id: shard.id,
@@ -372,10 +478,35 @@ async fn run_worker(inner: Arc<Inner>, index: usize) {
             process_nonce: inner.identity.nonce,
         });
         next_seq += batch.events.len() as u64;
-        inner.dispatch(index, batch).await;
+        inner.dispatch(&shard, batch).await;
         inner.progress.notify_waiters();
     }
+    shard.finished.store(true, SeqCst);
     inner.progress.notify_waiters();
+}
+
+/// Applies the scaling policy on a timer. Holds the bus only weakly, so it never keeps a
+/// dropped bus alive, and ends when the bus closes.
+async fn run_monitor(bus: Weak<Inner>, policy: ScalingPolicy) {
+    loop {
+        tokio::time::sleep(policy.check_interval).await;
+        let Some(inner) = bus.upgrade() else { return };
+        if inner.closing() {
+            return;
+        }
+        let decision = inner.suggest(&policy).await;
+        let applied = match &decision {
+            ScalingDecision::ScaleUp(n) => inner.add_shards(*n).await.map(|_| ()),
+            ScalingDecision::ScaleDown(ids) => inner.remove_shards(ids.clone()).await,
+            ScalingDecision::NoChange(_) => continue,
+        };
+        match applied {
+            Ok(()) => tracing::info!(?decision, "scaling monitor applied a decision"),
+            Err(e) => {
+                tracing::warn!(?decision, error = %e, "scaling monitor could not apply a decision")
+            }
+        }
+    }
 }
 
 fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
@@ -390,11 +521,207 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
 }
 
 impl Inner {
-    fn urgent(&self) -> bool {
-        self.flushers.load(SeqCst) > 0 || self.closing.load(SeqCst)
+    fn closing(&self) -> bool {
+        self.state.load(SeqCst) & CLOSING != 0
     }
 
-    async fn dispatch(&self, index: usize, batch: Arc<Batch>) {
+    fn urgent(&self, shard: &Shard) -> bool {
+        self.flushers.load(SeqCst) > 0 || self.closing() || shard.retiring.load(SeqCst)
+    }
+
+    /// Every shard ever created, by id.
+    pub(crate) fn all_shards(&self) -> Vec<Arc<Shard>> {
+        self.stats.shards.read().clone()
+    }
+
+    fn active_ids(&self) -> Vec<u16> {
+        self.stats
+            .shards
+            .read()
+            .iter()
+            .filter(|s| !s.retiring.load(SeqCst))
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// Publishes a new routing table and bumps the version in the state word.
+    fn publish(&self, table: Box<[u16]>, shards: Box<[Arc<Shard>]>) {
+        let version = self.routing.load().version + 1;
+        self.routing.store(Arc::new(Routing {
+            version,
+            table,
+            shards,
+        }));
+        self.state.fetch_add(1, SeqCst);
+    }
+
+    async fn suggest(&self, policy: &ScalingPolicy) -> ScalingDecision {
+        let active: Vec<(u16, u64)> = self
+            .all_shards()
+            .iter()
+            .filter(|s| !s.retiring.load(SeqCst))
+            .map(|s| (s.id, s.counters.depth()))
+            .collect();
+        let mut state = self.scaling.lock().await;
+        scaling::decide(
+            policy,
+            &mut state,
+            &scaling::Observation {
+                active: &active,
+                ring_capacity: self.config.ring_capacity,
+                backpressure: self.stats.rejected.backpressure.load(Relaxed),
+                now: Instant::now(),
+            },
+        )
+    }
+
+    async fn add_shards(self: &Arc<Self>, count: u16) -> Result<Vec<u16>, ScalingError> {
+        if count == 0 {
+            return Err(ScalingError::ZeroCount);
+        }
+        let mut scaling = self.scaling.lock().await;
+        if self.closing() {
+            return Err(ScalingError::ShuttingDown);
+        }
+        let max = self
+            .config
+            .scaling
+            .map_or(routing::SLOTS, |p| usize::from(p.max_shards));
+        let current = self.routing.load_full();
+        let active = self.active_ids().len();
+        let total = current.shards.len();
+        if active + usize::from(count) > max || total + usize::from(count) > usize::from(u16::MAX) {
+            return Err(ScalingError::AboveMaximum { max });
+        }
+        let mut table = current.table.to_vec();
+        let mut shards = current.shards.to_vec();
+        let mut added = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let id = shards.len() as u16;
+            let shard = Arc::new(Shard::new(id, self.config.ring_capacity));
+            let donors = routing::add_shard(&mut table, id);
+            shards.push(shard.clone());
+            added.push((shard, donors));
+        }
+        let old_parity = (current.version & 1) as usize;
+        self.publish(table.into_boxed_slice(), shards.into_boxed_slice());
+        // Every producer that routed with the old table to a donor is either counted in the
+        // donor's in-flight mark now or will route again with the new table. Wait until the
+        // counted ones have pushed: then every event of a moved key that any producer pushed
+        // before its first event to a new shard sits in the donor's ring at a position below
+        // the donor's `reserved`.
+        for (_, donors) in &added {
+            for &donor in donors {
+                if let Some(donor) = current.shards.get(usize::from(donor)) {
+                    let mark = &donor.counters.in_flight[old_parity];
+                    while mark.load(SeqCst) != 0 {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                    }
+                }
+            }
+        }
+        for (shard, donors) in &added {
+            for &donor in donors {
+                let donor = current.shards.get(usize::from(donor)).cloned().or_else(|| {
+                    added
+                        .iter()
+                        .find(|(s, _)| s.id == donor)
+                        .map(|(s, _)| s.clone())
+                });
+                if let Some(donor) = donor {
+                    let count = donor.counters.reserved.load(SeqCst);
+                    shard.add_fence(donor, Some(count));
+                }
+            }
+        }
+        let runtime = tokio::runtime::Handle::current();
+        self.stats
+            .shards
+            .write()
+            .extend(added.iter().map(|(s, _)| s.clone()));
+        {
+            let mut workers = self.workers.lock();
+            for (shard, _) in &added {
+                workers.push(runtime.spawn(run_worker(self.clone(), shard.clone())));
+            }
+        }
+        self.stats.shards_added.fetch_add(u64::from(count), Relaxed);
+        scaling.last_change = Some(Instant::now());
+        let ids: Vec<u16> = added.iter().map(|(s, _)| s.id).collect();
+        tracing::info!(?ids, "shards added");
+        Ok(ids)
+    }
+
+    async fn remove_shards(&self, mut ids: Vec<u16>) -> Result<(), ScalingError> {
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let removed: Vec<Arc<Shard>> = {
+            let mut scaling = self.scaling.lock().await;
+            if self.closing() {
+                return Err(ScalingError::ShuttingDown);
+            }
+            let current = self.routing.load_full();
+            let mut removed = Vec::with_capacity(ids.len());
+            for &id in &ids {
+                match current.shards.get(usize::from(id)) {
+                    Some(s) if !s.retiring.load(SeqCst) => removed.push(s.clone()),
+                    _ => return Err(ScalingError::UnknownShard(id)),
+                }
+            }
+            let min = self.config.scaling.map_or(1, |p| p.min_shards);
+            if self.active_ids().len() < ids.len() + usize::from(min) {
+                return Err(ScalingError::BelowMinimum { min });
+            }
+            // A shard added recently may still wait on its donors, and a donor may be among
+            // its heirs: fencing the heirs on it now could make two shards wait on each
+            // other. Once its own fences are clear it waits on nothing, and being retired it
+            // never gets a fence again, so fences only ever point from newer shards to older
+            // ones or to retired shards and cannot form a cycle.
+            while removed.iter().any(|s| s.fenced()) {
+                let progress = self.progress.notified();
+                let _ = tokio::time::timeout(Duration::from_millis(5), progress).await;
+            }
+            let mut table = current.table.to_vec();
+            for shard in &removed {
+                for heir in routing::remove_shard(&mut table, shard.id) {
+                    // Before the new table is visible: the heir must not dispatch a moved
+                    // key's event until the removed shard has drained.
+                    if let Some(heir) = current.shards.get(usize::from(heir)) {
+                        heir.add_fence(shard.clone(), None);
+                    }
+                }
+            }
+            self.publish(table.into_boxed_slice(), current.shards.clone());
+            for shard in &removed {
+                shard.retiring.store(true, SeqCst);
+                shard.wake_worker();
+            }
+            self.stats
+                .shards_removed
+                .fetch_add(removed.len() as u64, Relaxed);
+            scaling.last_change = Some(Instant::now());
+            removed
+        };
+        tracing::info!(?ids, "shards retiring");
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if removed.iter().all(|s| s.finished.load(SeqCst)) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ScalingError::DrainTimeout(self.config.shutdown_timeout));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), progress).await;
+        }
+    }
+
+    async fn dispatch(&self, shard: &Shard, batch: Arc<Batch>) {
         let retry = &self.config.retry;
         let n = batch.events.len() as u64;
         let mut attempt = 0u32;
@@ -460,7 +787,7 @@ impl Inner {
                 });
             }
         }
-        let counters = &self.stats.shards[index];
+        let counters = &shard.counters;
         counters.in_worker.fetch_sub(n, SeqCst);
         counters.done.fetch_add(n, SeqCst);
     }
@@ -476,7 +803,7 @@ impl Inner {
     }
 
     fn wake_all(&self) {
-        for shard in self.shards.iter() {
+        for shard in self.all_shards() {
             shard.wake_worker();
         }
     }
@@ -488,11 +815,10 @@ impl Inner {
                 self.0.fetch_sub(1, SeqCst);
             }
         }
-        let targets: Vec<u64> = self
-            .stats
-            .shards
+        let shards = self.all_shards();
+        let targets: Vec<u64> = shards
             .iter()
-            .map(|c| c.reserved.load(SeqCst))
+            .map(|s| s.counters.reserved.load(SeqCst))
             .collect();
         self.flushers.fetch_add(1, SeqCst);
         let _flushing = Flushing(&self.flushers);
@@ -502,12 +828,10 @@ impl Inner {
             notified.as_mut().enable();
             // An event counted in `target` sits at a ring position below `target`; `reserved`
             // can also shrink when a refused push is taken back, hence the `min`.
-            let pending = self
-                .stats
-                .shards
-                .iter()
-                .zip(&targets)
-                .any(|(c, &target)| c.done.load(SeqCst) < target.min(c.reserved.load(SeqCst)));
+            let pending = shards.iter().zip(&targets).any(|(s, &target)| {
+                let c = &s.counters;
+                c.done.load(SeqCst) < target.min(c.reserved.load(SeqCst))
+            });
             if !pending {
                 break;
             }
@@ -530,8 +854,10 @@ impl Inner {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
-        self.closing.store(true, SeqCst);
-        for shard in self.shards.iter() {
+        self.state.fetch_or(CLOSING, SeqCst);
+        // Wait for a resize in progress; none can start after the closing bit.
+        drop(self.scaling.lock().await);
+        for shard in self.all_shards() {
             shard.wake_worker();
             shard.release_blocked();
         }
@@ -587,8 +913,8 @@ impl Inner {
     /// After the workers were aborted: counts everything still queued or held as dropped.
     async fn account_leftovers(&self) -> u64 {
         let mut lost = 0u64;
-        for (index, shard) in self.shards.iter().enumerate() {
-            let counters = &self.stats.shards[index];
+        for shard in self.all_shards() {
+            let counters = &shard.counters;
             let mut shard_lost = 0u64;
             // A producer that reserved before `closing` was set may still be pushing.
             for _ in 0..1000 {

@@ -1,6 +1,7 @@
 //! [`EventBusConfig`], its builder, and the settings it is made of.
 
 use crate::error::ConfigError;
+use crate::scaling::ScalingPolicy;
 use async_trait::async_trait;
 use net_adapter::{Adapter, MemoryAdapter, MemoryAdapterConfig, NoopAdapter};
 use parking_lot::Mutex;
@@ -214,6 +215,9 @@ pub struct EventBusConfig {
     pub backpressure: BackpressureMode,
     /// Builds the adapter.
     pub adapter: Arc<dyn AdapterFactory>,
+    /// With a policy, a monitor adds and retires shards on its own (see
+    /// [`crate::EventBus::suggest_scaling`]).
+    pub scaling: Option<ScalingPolicy>,
     /// Where the producer nonce is kept across restarts (`None`: a fresh random nonce per
     /// bus). See the crate documentation on dedup ids.
     pub producer_nonce_path: Option<PathBuf>,
@@ -237,6 +241,7 @@ impl fmt::Debug for EventBusConfig {
             .field("batch", &self.batch)
             .field("backpressure", &self.backpressure)
             .field("adapter", &self.adapter)
+            .field("scaling", &self.scaling)
             .field("producer_nonce_path", &self.producer_nonce_path)
             .field("sampling", &self.sampling)
             .field("retry", &self.retry)
@@ -256,6 +261,7 @@ impl Default for EventBusConfig {
             batch: BatchConfig::default(),
             backpressure: BackpressureMode::default(),
             adapter: Arc::new(NoopFactory),
+            scaling: None,
             producer_nonce_path: None,
             sampling: None,
             retry: RetryPolicy::default(),
@@ -322,6 +328,23 @@ impl EventBusConfig {
         if self.shutdown_timeout.is_zero() {
             return Err(ConfigError::invalid("shutdown_timeout", "must be non-zero"));
         }
+        if let Some(policy) = &self.scaling {
+            policy
+                .validate()
+                .map_err(|reason| ConfigError::invalid("scaling", reason))?;
+            if self.shards > policy.max_shards || self.shards < policy.min_shards {
+                return Err(ConfigError::invalid(
+                    "shards",
+                    "must lie within the scaling policy's min_shards..=max_shards",
+                ));
+            }
+        }
+        if usize::from(self.shards) > crate::routing::SLOTS {
+            return Err(ConfigError::invalid(
+                "shards",
+                format!("at most {} shards can be active", crate::routing::SLOTS),
+            ));
+        }
         if self.max_event_bytes == 0 {
             return Err(ConfigError::invalid(
                 "max_event_bytes",
@@ -373,6 +396,12 @@ impl EventBusConfigBuilder {
     /// Uses an already-built adapter value.
     pub fn adapter_instance(self, adapter: impl Adapter + 'static) -> Self {
         self.adapter(AdapterInstance::new(adapter))
+    }
+
+    /// Lets a monitor scale the shards by `policy`.
+    pub fn scaling(mut self, policy: ScalingPolicy) -> Self {
+        self.config.scaling = Some(policy);
+        self
     }
 
     /// Persists the producer nonce at `path`.

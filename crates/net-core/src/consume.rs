@@ -63,7 +63,8 @@ pub struct ConsumeRequest {
     pub filter: Option<Filter>,
     /// How shards are interleaved.
     pub ordering: Ordering,
-    /// Only these shards (default: all).
+    /// Only these shards (default: every shard the bus ever had, retired ones included, so
+    /// that their unread events are still delivered).
     pub shards: Option<Vec<u16>>,
 }
 
@@ -186,7 +187,7 @@ pub(crate) async fn poll(
     inner: &Arc<Inner>,
     request: ConsumeRequest,
 ) -> ConsumerResult<ConsumeResponse> {
-    let shard_count = inner.shards.len();
+    let shard_count = inner.all_shards().len();
     let mut cursor = match request.from_id.as_deref() {
         None => BusCursor::new(),
         Some(s) => BusCursor::decode(s).map_err(|e| ConsumerError::InvalidCursor(e.to_string()))?,

@@ -27,6 +27,8 @@ mod error;
 mod event;
 mod filter;
 mod nonce;
+mod routing;
+mod scaling;
 mod shard;
 mod stats;
 
@@ -39,6 +41,7 @@ pub use consume::{ConsumeRequest, ConsumeResponse, Ordering, ShardGap, MAX_POLL_
 pub use error::{ConfigError, ConsumerError, ConsumerResult, IngestionError, IngestionResult};
 pub use event::{Event, RawEvent};
 pub use filter::{Filter, FilterError};
+pub use scaling::{ScalingDecision, ScalingError, ScalingPolicy};
 pub use stats::{AdapterErrorCounts, EventBusStats, RejectionCounts, StatsSnapshot};
 
 pub use net_adapter;

@@ -16,6 +16,13 @@
 //!   `done += n` / `in_worker -= n` once the batch is dispatched or dropped.
 //! - Evicting producers: `done += 1` for each event they evict.
 //!
+//! # Retirement and hand-off fences
+//! A removed shard is marked `retiring`; routing no longer sends events to it, and its worker
+//! ends once `done == reserved` and the ring is empty. A shard that gains keys in a resize gets
+//! fences on the shards the keys came from, and dispatches nothing until those shards have
+//! finished with every event reserved before the resize: a key's events reach the adapter in
+//! ingest order across resizes.
+//!
 //! # Wake-ups
 //! The worker sets `worker_idle` (SeqCst) and then re-checks that the queue is empty before
 //! it waits; a producer pushes (a SeqCst CAS inside the queue) and then reads `worker_idle`
@@ -23,6 +30,7 @@
 //! a push is never left unnoticed; `Notify` keeps a permit if the wake comes before the wait.
 //! The worker also never waits longer than a short idle period, as a second line of defence.
 
+use crate::stats::ShardCounters;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
@@ -38,9 +46,28 @@ pub(crate) struct Slot {
     pub(crate) ts: u64,
 }
 
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("id", &self.id)
+            .field("queued", &self.queue.len())
+            .field("retiring", &self.retiring.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
 pub(crate) struct Shard {
     pub(crate) id: u16,
     pub(crate) queue: ArrayQueue<Slot>,
+    pub(crate) counters: ShardCounters,
+    /// Set when the shard is being removed: once its ring is drained the worker ends.
+    pub(crate) retiring: AtomicBool,
+    /// Set by the worker when it ends (retired, or the bus stopped).
+    pub(crate) finished: AtomicBool,
+    /// Hand-off fences: before dispatching, wait until each listed shard has finished with
+    /// its first `n` reserved events (`Some(n)`) or has ended (`None`). See `routing`.
+    fences: Mutex<Vec<(std::sync::Arc<Shard>, Option<u64>)>>,
+    has_fences: AtomicBool,
     worker_idle: CachePadded<AtomicBool>,
     wake: Notify,
     /// Producers parked in `BackpressureMode::Block`.
@@ -54,6 +81,11 @@ impl Shard {
         Self {
             id,
             queue: ArrayQueue::new(capacity),
+            counters: ShardCounters::default(),
+            retiring: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            fences: Mutex::new(Vec::new()),
+            has_fences: AtomicBool::new(false),
             worker_idle: CachePadded::new(AtomicBool::new(false)),
             wake: Notify::new(),
             blocked: AtomicUsize::new(0),
@@ -129,51 +161,38 @@ impl Shard {
         result
     }
 
+    /// Makes this shard's worker wait, before its next dispatch, until `other` has finished
+    /// with its first `count` reserved events (or, with `None`, until `other` has ended).
+    pub(crate) fn add_fence(&self, other: std::sync::Arc<Shard>, count: Option<u64>) {
+        self.fences.lock().push((other, count));
+        self.has_fences.store(true, Ordering::SeqCst);
+    }
+
+    /// True while a fence still holds. Fences that are satisfied are dropped.
+    pub(crate) fn fenced(&self) -> bool {
+        if !self.has_fences.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut fences = self.fences.lock();
+        // A reservation that was taken back lowers `reserved` below the recorded count.
+        fences.retain(|(other, count)| match count {
+            Some(count) => {
+                let c = &other.counters;
+                c.done.load(Ordering::SeqCst) < (*count).min(c.reserved.load(Ordering::SeqCst))
+            }
+            None => !other.finished.load(Ordering::SeqCst),
+        });
+        if fences.is_empty() {
+            self.has_fences.store(false, Ordering::Release);
+            false
+        } else {
+            true
+        }
+    }
+
     /// Wakes every parked producer (shutdown).
     pub(crate) fn release_blocked(&self) {
         let _guard = self.space_lock.lock();
         self.space.notify_all();
-    }
-}
-
-/// Jump consistent hash (Lamping & Veach): maps `key` to one of `buckets` so that growing
-/// from `n` to `n + 1` buckets moves only about `1 / (n + 1)` of the keys.
-pub(crate) fn jump_hash(mut key: u64, buckets: u32) -> u32 {
-    debug_assert!(buckets > 0);
-    let mut b: i64 = -1;
-    let mut j: i64 = 0;
-    while j < i64::from(buckets) {
-        b = j;
-        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
-        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
-    }
-    b as u32
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn jump_hash_stays_in_range_and_moves_few_keys(key: u64, n in 1u32..1000) {
-            let a = jump_hash(key, n);
-            prop_assert!(a < n);
-            let b = jump_hash(key, n + 1);
-            // A key either stays or moves to the new bucket.
-            prop_assert!(b == a || b == n);
-        }
-    }
-
-    #[test]
-    fn jump_hash_spreads_keys() {
-        let mut counts = [0u32; 16];
-        for k in 0..160_000u64 {
-            counts[jump_hash(xxhash_rust::xxh3::xxh3_64(&k.to_le_bytes()), 16) as usize] += 1;
-        }
-        for c in counts {
-            assert!((8_000..12_000).contains(&c), "{counts:?}");
-        }
     }
 }

@@ -12,9 +12,12 @@
 //! After `shutdown()` returns, `events_dispatched + events_dropped == events_ingested`.
 //! While the bus runs, the difference is what is queued or in flight.
 
+use crate::shard::Shard;
 use crossbeam_utils::CachePadded;
 use net_adapter::AdapterError;
+use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Counters of the bus. Read them with `load(Ordering::Relaxed)` or take a
 /// [`EventBusStats::snapshot`].
@@ -41,7 +44,12 @@ pub struct EventBusStats {
     pub rejected: RejectionCounts,
     /// Adapter errors seen by the batch workers, by kind.
     pub adapter_errors: AdapterErrorCounts,
-    pub(crate) shards: Box<[ShardCounters]>,
+    /// Shards added by `add_shards` (or the scaling monitor).
+    pub shards_added: AtomicU64,
+    /// Shards retired by `remove_shards` (or the scaling monitor).
+    pub shards_removed: AtomicU64,
+    /// Every shard ever created, by id.
+    pub(crate) shards: RwLock<Vec<Arc<Shard>>>,
 }
 
 /// Rejected ingest calls, by [`crate::IngestionError`] variant.
@@ -103,12 +111,17 @@ impl AdapterErrorCounts {
 ///   refused), so it bounds every event that is or will be in the ring.
 /// - `done`: events that left the bus's hands: dispatched, dropped or evicted.
 /// - `in_worker`: events the worker popped and has not finished with.
+/// - `in_flight[v % 2]`: producers that reserved under routing version `v` and have not
+///   finished their push yet.
 ///
 /// `reserved - done` is the shard's depth. `flush` waits for `done` to catch up with the
 /// `reserved` it saw; shutdown waits for `done == reserved`.
 #[derive(Debug, Default)]
 pub(crate) struct ShardCounters {
     pub(crate) reserved: CachePadded<AtomicU64>,
+    /// Producers between their reservation and the end of their push, split by the parity of
+    /// the routing version they routed with. A resize waits for the old parity to reach zero.
+    pub(crate) in_flight: CachePadded<[AtomicU64; 2]>,
     pub(crate) done: CachePadded<AtomicU64>,
     pub(crate) in_worker: AtomicU64,
 }
@@ -142,21 +155,20 @@ pub struct StatsSnapshot {
     pub events_evicted: u64,
     /// Sum of all rejection reasons.
     pub events_rejected: u64,
-    /// Events queued or in flight, per shard.
+    /// Events queued or in flight, per shard id (retired shards included).
     pub shard_depths: Vec<u64>,
+    /// Shards currently receiving events.
+    pub active_shards: usize,
 }
 
 impl EventBusStats {
-    pub(crate) fn with_shards(n: usize) -> Self {
-        Self {
-            shards: (0..n).map(|_| ShardCounters::default()).collect(),
-            ..Self::default()
-        }
-    }
-
-    /// Events queued in a ring or held by a worker, per shard (index = shard id).
+    /// Events queued in a ring or held by a worker, per shard id.
     pub fn shard_depths(&self) -> Vec<u64> {
-        self.shards.iter().map(ShardCounters::depth).collect()
+        self.shards
+            .read()
+            .iter()
+            .map(|s| s.counters.depth())
+            .collect()
     }
 
     /// Copies every counter.
@@ -179,6 +191,12 @@ impl EventBusStats {
                 + r(&rej.serialization)
                 + r(&rej.too_large),
             shard_depths: self.shard_depths(),
+            active_shards: self
+                .shards
+                .read()
+                .iter()
+                .filter(|s| !s.retiring.load(Ordering::Relaxed))
+                .count(),
         }
     }
 }
