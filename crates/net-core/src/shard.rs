@@ -10,8 +10,8 @@
 //! nothing.
 //!
 //! # Who touches what
-//! - Producers: `reserved += 1` (before the push, taken back if refused), push,
-//!   then wake the worker only if it announced that it sleeps (`worker_idle`).
+//! - Producers: `reserved += 1` (before the push, taken back if refused), push, then wake
+//!   the worker only if `reserved` reached the worker's `wake_at` mark.
 //! - Worker: pops runs of events, `in_worker += n` when it pops them,
 //!   `done += n` / `in_worker -= n` once the batch is dispatched or dropped.
 //! - Evicting producers: `done += 1` for each event they evict.
@@ -24,16 +24,17 @@
 //! ingest order across resizes.
 //!
 //! # Wake-ups
-//! The worker sets `worker_idle` (SeqCst) and then re-checks that the queue is empty before
-//! it waits; a producer pushes (a SeqCst CAS inside the queue) and then reads `worker_idle`
-//! (SeqCst). In the single total order of SeqCst operations one of the two sees the other, so
-//! a push is never left unnoticed; `Notify` keeps a permit if the wake comes before the wait.
-//! The worker also never waits longer than a short idle period, as a second line of defence.
+//! A sleeping worker publishes `wake_at`: the `reserved` count at which it has enough to do
+//! (one event when idle; the rest of a batch while it fills one). It stores the mark (SeqCst)
+//! and then re-reads `reserved`; a producer increments `reserved` (SeqCst) and then reads the
+//! mark (SeqCst). In the single total order of SeqCst operations one of the two sees the
+//! other, so a due wake-up is never missed, and a worker filling a batch is woken once per
+//! batch rather than once per event. `Notify` keeps a permit if the wake comes before the wait,
+//! and the worker never sleeps past its batch deadline or a short idle period.
 
 use crate::stats::ShardCounters;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
-use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -68,7 +69,6 @@ pub(crate) struct Shard {
     /// its first `n` reserved events (`Some(n)`) or has ended (`None`). See `routing`.
     fences: Mutex<Vec<(std::sync::Arc<Shard>, Option<u64>)>>,
     has_fences: AtomicBool,
-    worker_idle: CachePadded<AtomicBool>,
     wake: Notify,
     /// Producers parked in `BackpressureMode::Block`.
     blocked: AtomicUsize,
@@ -86,7 +86,6 @@ impl Shard {
             finished: AtomicBool::new(false),
             fences: Mutex::new(Vec::new()),
             has_fences: AtomicBool::new(false),
-            worker_idle: CachePadded::new(AtomicBool::new(false)),
             wake: Notify::new(),
             blocked: AtomicUsize::new(0),
             space_lock: Mutex::new(()),
@@ -94,28 +93,34 @@ impl Shard {
         }
     }
 
-    /// Called by a producer after a successful push.
+    /// Called by a producer after a successful push; `reserved` is the shard's reservation
+    /// count including this event.
     #[inline]
-    pub(crate) fn wake_worker_if_idle(&self) {
-        if self.worker_idle.load(Ordering::SeqCst) && self.worker_idle.swap(false, Ordering::SeqCst)
+    pub(crate) fn wake_worker_if_due(&self, reserved: u64) {
+        if reserved >= self.counters.wake_at.load(Ordering::SeqCst)
+            && self.counters.wake_at.swap(u64::MAX, Ordering::SeqCst) != u64::MAX
         {
             self.wake.notify_one();
         }
     }
 
-    /// Wakes the worker unconditionally (flush, shutdown).
+    /// Wakes the worker unconditionally (flush, shutdown, a parked producer).
     pub(crate) fn wake_worker(&self) {
-        self.worker_idle.store(false, Ordering::SeqCst);
+        self.counters.wake_at.store(u64::MAX, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
-    /// Worker side: sleeps until a producer pushes, `wake_worker` is called, or `max` passes.
-    pub(crate) async fn wait_for_events(&self, max: Duration) {
-        self.worker_idle.store(true, Ordering::SeqCst);
-        if self.queue.is_empty() {
+    /// Worker side: sleeps until at least `need` events are queued beyond those the worker
+    /// already took, until `wake_worker` is called, or until `max` passes.
+    pub(crate) async fn wait_for_events(&self, need: usize, max: Duration) {
+        let c = &self.counters;
+        let taken = c.done.load(Ordering::SeqCst) + c.in_worker.load(Ordering::SeqCst);
+        let target = taken + need.max(1) as u64;
+        self.counters.wake_at.store(target, Ordering::SeqCst);
+        if c.reserved.load(Ordering::SeqCst) < target {
             let _ = tokio::time::timeout(max, self.wake.notified()).await;
         }
-        self.worker_idle.store(false, Ordering::SeqCst);
+        self.counters.wake_at.store(u64::MAX, Ordering::SeqCst);
     }
 
     /// Worker side: tells producers parked in `Block` mode that there is room again.
@@ -150,7 +155,7 @@ impl Shard {
                 Ok(()) => break Ok(()),
                 Err(s) => s,
             };
-            self.wake_worker_if_idle();
+            self.wake_worker();
             let mut guard = self.space_lock.lock();
             if self.queue.is_full() {
                 // Bounded wait: a missed signal costs at most a millisecond.

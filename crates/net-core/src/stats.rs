@@ -2,7 +2,11 @@
 //!
 //! Meanings (each counter only ever grows):
 //! - `events_ingested`: events accepted into a ring (`ingest` returned `Ok`). A rejected
-//!   ingest is counted only under its rejection reason.
+//!   ingest is counted only under its rejection reason. To keep a shared counter off the
+//!   ingest path, the field is advanced when events leave their ring (taken by the batch
+//!   worker, or evicted), so it trails the `ingest` calls by the events still queued;
+//!   [`EventBusStats::snapshot`] adds those back, and after `flush()` or `shutdown()` the two
+//!   agree.
 //! - `events_dropped`: accepted events that will never reach the adapter (evicted by
 //!   `DropOldest`, in a batch dropped after a non-retryable error or an exhausted retry
 //!   budget, or left behind by the shutdown deadline).
@@ -13,7 +17,6 @@
 //! While the bus runs, the difference is what is queued or in flight.
 
 use crate::shard::Shard;
-use crossbeam_utils::CachePadded;
 use net_adapter::AdapterError;
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +27,8 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct EventBusStats {
-    /// Events accepted into a ring.
+    /// Events accepted into a ring, counted as they leave it (see the module documentation;
+    /// [`EventBusStats::snapshot`] includes the events still queued).
     pub events_ingested: AtomicU64,
     /// Accepted events that will never reach the adapter.
     pub events_dropped: AtomicU64,
@@ -116,14 +120,35 @@ impl AdapterErrorCounts {
 ///
 /// `reserved - done` is the shard's depth. `flush` waits for `done` to catch up with the
 /// `reserved` it saw; shutdown waits for `done == reserved`.
-#[derive(Debug, Default)]
+///
+/// The fields producers touch on every event share one cache line, and the worker's own
+/// fields sit on the next one, so a producer's event costs one shared line besides the ring.
+#[derive(Debug)]
+#[repr(C, align(128))]
 pub(crate) struct ShardCounters {
-    pub(crate) reserved: CachePadded<AtomicU64>,
+    pub(crate) reserved: AtomicU64,
     /// Producers between their reservation and the end of their push, split by the parity of
     /// the routing version they routed with. A resize waits for the old parity to reach zero.
-    pub(crate) in_flight: CachePadded<[AtomicU64; 2]>,
-    pub(crate) done: CachePadded<AtomicU64>,
+    pub(crate) in_flight: [AtomicU64; 2],
+    /// The `reserved` count at which a producer must wake the sleeping worker (`u64::MAX`:
+    /// the worker is not waiting).
+    pub(crate) wake_at: AtomicU64,
+    _producer_line: [u64; 12],
+    pub(crate) done: AtomicU64,
     pub(crate) in_worker: AtomicU64,
+}
+
+impl Default for ShardCounters {
+    fn default() -> Self {
+        Self {
+            reserved: AtomicU64::new(0),
+            in_flight: [AtomicU64::new(0), AtomicU64::new(0)],
+            wake_at: AtomicU64::new(u64::MAX),
+            _producer_line: [0; 12],
+            done: AtomicU64::new(0),
+            in_worker: AtomicU64::new(0),
+        }
+    }
 }
 
 impl ShardCounters {
@@ -131,13 +156,19 @@ impl ShardCounters {
         let done = self.done.load(Ordering::Acquire);
         self.reserved.load(Ordering::Acquire).saturating_sub(done)
     }
+
+    /// Events still in the ring: reserved, not yet taken by the worker nor evicted.
+    pub(crate) fn queued(&self) -> u64 {
+        let taken = self.done.load(Ordering::Acquire) + self.in_worker.load(Ordering::Acquire);
+        self.reserved.load(Ordering::Acquire).saturating_sub(taken)
+    }
 }
 
 /// A plain copy of the counters, for printing and comparing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
-    /// See [`EventBusStats::events_ingested`].
+    /// Events accepted into a ring, including those still queued.
     pub events_ingested: u64,
     /// See [`EventBusStats::events_dropped`].
     pub events_dropped: u64,
@@ -176,7 +207,13 @@ impl EventBusStats {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let rej = &self.rejected;
         StatsSnapshot {
-            events_ingested: r(&self.events_ingested),
+            events_ingested: r(&self.events_ingested)
+                + self
+                    .shards
+                    .read()
+                    .iter()
+                    .map(|s| s.counters.queued())
+                    .sum::<u64>(),
             events_dropped: r(&self.events_dropped),
             batches_dispatched: r(&self.batches_dispatched),
             events_dispatched: r(&self.events_dispatched),

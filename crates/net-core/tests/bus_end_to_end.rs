@@ -389,3 +389,42 @@ async fn producer_nonce_survives_restarts_without_reusing_sequences() {
     .unwrap_err();
     assert!(matches!(err, ConfigError::NonceFile { .. }), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_is_dispatched_without_waiting_for_max_delay() {
+    // With a ten-minute max_delay, only the max_events rule can close these batches: if a
+    // producer failed to wake the worker once a batch's worth was queued, nothing would
+    // arrive before the deadline below.
+    let adapter = ScriptedAdapter::new(vec![Step::Ok]);
+    let bus = EventBus::new(
+        EventBusConfig::builder()
+            .shards(2)
+            .batch(BatchConfig::default().max_events(8).max_delay_ms(600_000))
+            .adapter_instance(adapter.clone())
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for round in 0..5u64 {
+        let before = adapter.memory.total_len();
+        // The first event wakes the idle worker, which then starts filling a batch; the
+        // pause lets it take that event and go back to sleep until the batch is full.
+        bus.ingest_raw(RawEvent::from_bytes_with_hash(payload(round, 0), 0))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        for i in 1..8 {
+            bus.ingest_raw(RawEvent::from_bytes_with_hash(payload(round, i), 0))
+                .unwrap();
+        }
+        while adapter.memory.total_len() < before + 8 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: a full batch waited for max_delay"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    bus.shutdown().await.unwrap();
+}
