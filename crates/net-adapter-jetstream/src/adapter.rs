@@ -78,12 +78,26 @@ pub struct RequestCounts {
     pub streams_created: u64,
     /// Pull consumers created (one per page read, plus durable consumers).
     pub consumers_created: u64,
+    /// Read consumers deleted after their page (in the background).
+    pub consumers_deleted: u64,
     /// Pull requests (fetches) sent: one per page read.
     pub fetches: u64,
     /// Pages answered by `poll_shard`.
     pub pages: u64,
     /// Stored messages skipped because they could not be decoded.
     pub corrupt_skipped: u64,
+}
+
+impl RequestCounts {
+    /// Every request other than publishes: stream infos and creations, consumer creations and
+    /// deletions, and fetches. A page read costs four of them.
+    pub fn api_requests(&self) -> u64 {
+        self.stream_infos
+            + self.streams_created
+            + self.consumers_created
+            + self.consumers_deleted
+            + self.fetches
+    }
 }
 
 /// The live counters behind [`RequestCounts`].
@@ -94,6 +108,7 @@ struct Counters {
     stream_infos: AtomicU64,
     streams_created: AtomicU64,
     consumers_created: AtomicU64,
+    consumers_deleted: Arc<AtomicU64>,
     fetches: AtomicU64,
     pages: AtomicU64,
     corrupt_skipped: AtomicU64,
@@ -195,6 +210,7 @@ impl JetStreamAdapter {
             stream_infos: r(&c.stream_infos),
             streams_created: r(&c.streams_created),
             consumers_created: r(&c.consumers_created),
+            consumers_deleted: r(&c.consumers_deleted),
             fetches: r(&c.fetches),
             pages: r(&c.pages),
             corrupt_skipped: r(&c.corrupt_skipped),
@@ -562,7 +578,9 @@ impl JetStreamAdapter {
             .fetch_page(&consumer, shard_id, &name, after, last, budget)
             .await;
         // The consumer is of no further use; deleting it must not delay the page.
+        let deleted = self.counters.consumers_deleted.clone();
         tokio::spawn(async move {
+            bump(&deleted, 1);
             if let Err(err) = stream.delete_consumer(&consumer_name).await {
                 tracing::debug!(consumer = %consumer_name, error = %err,
                     "jetstream: could not delete a read consumer; it expires on its own");
