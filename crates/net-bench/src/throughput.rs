@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use crossbeam_queue::ArrayQueue;
 use net_core::{
     BackpressureMode, Event, EventBus, EventBusConfig, EventBusConfigBuilder, RawEvent,
-    StatsSnapshot,
+    ScalingPolicy, StatsSnapshot,
 };
 
 use crate::plan::{json_value, raw_pool, Plan, Summary, PAYLOAD_BYTES};
@@ -335,10 +335,26 @@ pub(crate) async fn raw_rows(plan: &Plan) -> Result<Vec<Row>> {
         eprintln!("  ingest_raw and baselines, {producers} producer(s)");
         let load = Load::new(producers, plan.raw_events);
         let bus = EventBus::new(bus_config().build()?).await?;
-        let [mut bus_series, mut queue, mut tokio, mut flume] = <[Series; 4]>::default();
+        // The same bus with a scaling monitor running but held idle (min = max shards), to
+        // show what scaling support costs when it is not scaling.
+        let monitored = EventBus::new(
+            bus_config()
+                .scaling(
+                    ScalingPolicy::default()
+                        .min_shards(SHARDS)
+                        .max_shards(SHARDS)
+                        .check_interval(Duration::from_millis(100)),
+                )
+                .build()?,
+        )
+        .await?;
+        let [mut bus_series, mut queue, mut tokio, mut flume, mut monitored_series] =
+            <[Series; 5]>::default();
         for timed in rounds(plan) {
             let elapsed = bus_raw_once(&bus, &load, &mut bus_series).await?;
             bus_series.record(timed, elapsed);
+            let elapsed = bus_raw_once(&monitored, &load, &mut monitored_series).await?;
+            monitored_series.record(timed, elapsed);
             let elapsed = array_queue_once(&load, &mut queue)?;
             queue.record(timed, elapsed);
             let elapsed = tokio_mpsc_once(&load, &mut tokio).await?;
@@ -347,8 +363,20 @@ pub(crate) async fn raw_rows(plan: &Plan) -> Result<Vec<Row>> {
             flume.record(timed, elapsed);
         }
         bus.shutdown().await?;
+        monitored.shutdown().await?;
         let total = load.total();
         let name = |what: &str| row_name(what, producers);
+        rows.push(
+            Row::new(
+                name("ingest_raw with an idle scaling monitor"),
+                Unit::EventsPerSec,
+                monitored_series.rates(total)?,
+            )
+            .baseline(name("ingest_raw"))
+            .note("scaling policy with min = max = 16 shards, checked every 100 ms")
+            .payload(PAYLOAD_BYTES)
+            .problems(monitored_series.take_problems()),
+        );
         rows.push(
             Row::new(
                 name("ingest_raw"),

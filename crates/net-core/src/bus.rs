@@ -205,7 +205,7 @@ impl EventBus {
 
     /// Serializes `event` and ingests it (see [`EventBus::ingest_raw`]).
     pub fn ingest(&self, event: Event) -> IngestionResult<()> {
-        match serde_json::to_vec(&event.0) {
+        match crate::event::serialize(&event.0) {
             Ok(bytes) => self.ingest_raw(RawEvent::from_bytes(bytes)),
             Err(e) => {
                 self.inner

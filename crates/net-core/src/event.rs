@@ -2,7 +2,36 @@
 
 use bytes::Bytes;
 use serde_json::Value as JsonValue;
+use std::cell::RefCell;
 use xxhash_rust::xxh3::xxh3_64;
+
+thread_local! {
+    /// A serialization buffer reused by each thread, so that serializing an event allocates
+    /// once (the exact-size payload) instead of growing a fresh `Vec` step by step.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Serializes `value` into exactly-sized bytes.
+///
+/// `serde_json::to_vec` grows its buffer by reallocation and leaves it larger than the
+/// payload, and turning such a `Vec` into `Bytes` costs a second allocation for the shared
+/// header. Writing into a reused buffer and copying once avoids both.
+pub(crate) fn serialize(value: &impl serde::Serialize) -> Result<Bytes, serde_json::Error> {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            serde_json::to_writer(&mut *buf, value)?;
+            let bytes = Bytes::copy_from_slice(&buf);
+            // Do not keep an unusually large buffer alive for the rest of the thread.
+            if buf.capacity() > 64 * 1024 {
+                *buf = Vec::new();
+            }
+            Ok(bytes)
+        }
+        // Only reachable if serializing re-enters this function on the same thread.
+        Err(_) => serde_json::to_vec(value).map(Bytes::from),
+    })
+}
 
 /// A JSON event, convenient to build in code. [`crate::EventBus::ingest`] serializes it once.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,7 +129,7 @@ impl RawEvent {
     /// Serializes a JSON value.
     pub fn from_value(value: JsonValue) -> Self {
         // Serializing a `serde_json::Value` cannot fail: its map keys are strings.
-        let bytes = serde_json::to_vec(&value).unwrap_or_default();
+        let bytes = serialize(&value).unwrap_or_default();
         Self::from_bytes(bytes)
     }
 
