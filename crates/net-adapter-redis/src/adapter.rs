@@ -92,9 +92,11 @@ impl fmt::Display for RedisAdapter {
 }
 
 /// Maps a link failure to an adapter error.
-fn link_error(ctx: &Context<'_>, err: LinkError, timeout: Duration) -> AdapterError {
+pub(crate) fn link_error(ctx: &Context<'_>, err: LinkError, timeout: Duration) -> AdapterError {
     match err {
         LinkError::Timeout => ctx.timeout(timeout),
+        // The client's own response timeout: the same situation, the same message.
+        LinkError::Redis(err) if err.is_timeout() => ctx.timeout(timeout),
         LinkError::Redis(err) => ctx.redis(&err),
     }
 }

@@ -203,12 +203,30 @@ impl Context<'_> {
     }
 }
 
-/// The error's category, code and text, lower-cased at the start like every message here.
+/// A short description: the server's code and message for server errors (the first failed
+/// command of a pipeline, with how many others failed), the category and detail otherwise.
 fn describe(err: &RedisError) -> String {
-    let text = err.to_string();
-    match codes(err).first() {
-        Some(code) if !text.starts_with(code.as_str()) => format!("{code}: {text}"),
-        _ => text,
+    if let Some(errors) = err.clone().into_server_errors() {
+        if let Some((index, first)) = errors.first() {
+            let mut text = match first.details() {
+                Some(details) => format!("{} {details}", first.code()),
+                None => first.code().to_owned(),
+            };
+            if errors.len() > 1 {
+                text.push_str(&format!(
+                    " (command {index} of the pipeline, and {} more)",
+                    errors.len() - 1
+                ));
+            }
+            return text;
+        }
+    }
+    if err.kind() == ErrorKind::Io {
+        return err.to_string();
+    }
+    match err.detail() {
+        Some(detail) => format!("{}: {detail}", err.category()),
+        None => err.category().to_owned(),
     }
 }
 

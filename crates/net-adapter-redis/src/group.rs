@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapter::Inner;
+use crate::adapter::{link_error, Inner};
 use crate::entry::{decode, parse_entries, Decoded, RawEntry};
 use crate::id::StreamId;
 
@@ -120,15 +120,11 @@ impl GroupConsumer {
             Ok(()) => {}
             Err(crate::link::LinkError::Redis(err)) if err.code() == Some("BUSYGROUP") => {}
             Err(err) => {
-                return Err(match err {
-                    crate::link::LinkError::Timeout => self
-                        .inner
-                        .ctx("create group", Some(shard))
-                        .timeout(self.inner.config.command_timeout),
-                    crate::link::LinkError::Redis(err) => {
-                        self.inner.ctx("create group", Some(shard)).redis(&err)
-                    }
-                })
+                return Err(link_error(
+                    &self.inner.ctx("create group", Some(shard)),
+                    err,
+                    self.inner.config.command_timeout,
+                ))
             }
         }
         self.ready.lock().insert(shard);
