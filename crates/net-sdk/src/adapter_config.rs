@@ -16,6 +16,9 @@ pub enum AdapterConfig {
     Noop,
     /// Keeps events in memory, per shard, with retention by count.
     Memory(MemoryAdapterConfig),
+    /// NATS JetStream, a stream per shard (feature `jetstream`).
+    #[cfg(feature = "jetstream")]
+    JetStream(net_adapter_jetstream::JetStreamAdapterConfig),
     /// Any other adapter, built by a factory of your own.
     Custom(Arc<dyn AdapterFactory>),
 }
@@ -36,6 +39,12 @@ impl AdapterConfig {
         AdapterConfig::Memory(config)
     }
 
+    /// The NATS JetStream adapter with the given settings (feature `jetstream`).
+    #[cfg(feature = "jetstream")]
+    pub fn jetstream(config: net_adapter_jetstream::JetStreamAdapterConfig) -> Self {
+        AdapterConfig::JetStream(config)
+    }
+
     /// An adapter value you built yourself (wrap it in an `Arc` to keep a handle on it).
     pub fn custom(adapter: impl Adapter + 'static) -> Self {
         AdapterConfig::Custom(Arc::new(AdapterInstance::new(adapter)))
@@ -48,6 +57,13 @@ impl AdapterFactory for AdapterConfig {
         match self {
             AdapterConfig::Noop => Ok(Box::new(NoopAdapter::new())),
             AdapterConfig::Memory(config) => config.build().await,
+            #[cfg(feature = "jetstream")]
+            AdapterConfig::JetStream(config) => {
+                config.validate()?;
+                Ok(Box::new(net_adapter_jetstream::JetStreamAdapter::new(
+                    config.clone(),
+                )))
+            }
             AdapterConfig::Custom(factory) => factory.build().await,
         }
     }

@@ -33,6 +33,8 @@ pub use net_adapter::{
     Adapter, AdapterError, AdapterResult, Batch, BatchEvent, MemoryAdapter, MemoryAdapterConfig,
     NoopAdapter, ShardPollResult, StoredEvent,
 };
+#[cfg(feature = "jetstream")]
+pub use net_adapter_jetstream::{self as jetstream, DeliverPolicy, JetStreamAdapterConfig};
 pub use net_core::{
     AdapterFactory, AdapterInstance, BackpressureMode, BatchConfig, ConfigError, ConsumeRequest,
     ConsumeResponse, ConsumerError, ConsumerResult, DropObserver, DropReason, DroppedEvents, Event,
