@@ -16,6 +16,9 @@ pub enum AdapterConfig {
     Noop,
     /// Keeps events in memory, per shard, with retention by count.
     Memory(MemoryAdapterConfig),
+    /// Redis Streams, a stream per shard (feature `redis`).
+    #[cfg(feature = "redis")]
+    Redis(net_adapter_redis::RedisAdapterConfig),
     /// NATS JetStream, a stream per shard (feature `jetstream`).
     #[cfg(feature = "jetstream")]
     JetStream(net_adapter_jetstream::JetStreamAdapterConfig),
@@ -39,6 +42,12 @@ impl AdapterConfig {
         AdapterConfig::Memory(config)
     }
 
+    /// The Redis Streams adapter with the given settings (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub fn redis(config: net_adapter_redis::RedisAdapterConfig) -> Self {
+        AdapterConfig::Redis(config)
+    }
+
     /// The NATS JetStream adapter with the given settings (feature `jetstream`).
     #[cfg(feature = "jetstream")]
     pub fn jetstream(config: net_adapter_jetstream::JetStreamAdapterConfig) -> Self {
@@ -57,6 +66,13 @@ impl AdapterFactory for AdapterConfig {
         match self {
             AdapterConfig::Noop => Ok(Box::new(NoopAdapter::new())),
             AdapterConfig::Memory(config) => config.build().await,
+            #[cfg(feature = "redis")]
+            AdapterConfig::Redis(config) => net_adapter_redis::RedisAdapter::new(config.clone())
+                .map(|adapter| Box::new(adapter) as Box<dyn Adapter>)
+                .map_err(|err| ConfigError::Invalid {
+                    field: "adapter",
+                    reason: err.to_string(),
+                }),
             #[cfg(feature = "jetstream")]
             AdapterConfig::JetStream(config) => {
                 config.validate()?;

@@ -27,6 +27,8 @@
 //! ```
 
 mod adapter_config;
+#[cfg(feature = "redis")]
+mod redis_dedup;
 
 pub use adapter_config::AdapterConfig;
 pub use net_adapter::{
@@ -35,6 +37,8 @@ pub use net_adapter::{
 };
 #[cfg(feature = "jetstream")]
 pub use net_adapter_jetstream::{self as jetstream, DeliverPolicy, JetStreamAdapterConfig};
+#[cfg(feature = "redis")]
+pub use net_adapter_redis::{self as redis, RedisAdapterConfig, WriteMode};
 pub use net_core::{
     AdapterFactory, AdapterInstance, BackpressureMode, BatchConfig, ConfigError, ConsumeRequest,
     ConsumeResponse, ConsumerError, ConsumerResult, DropObserver, DropReason, DroppedEvents, Event,
@@ -42,6 +46,9 @@ pub use net_core::{
     IngestionError, IngestionResult, Ordering, RawEvent, RetryPolicy, SamplingPolicy, ShardGap,
     StatsSnapshot, MAX_POLL_LIMIT,
 };
+
+#[cfg(feature = "redis")]
+pub use redis_dedup::RedisStreamDedup;
 
 /// The README's code blocks, compiled and run as doctests so the quick start stays true.
 #[cfg(doctest)]
