@@ -14,8 +14,8 @@
 //!
 //! # The state word
 //! `state` holds the closing flag (top bit) and the routing version (the rest). A producer
-//! increments its shard's `reserved` and `in_flight` marks (SeqCst) *before* it reads `state`
-//! (SeqCst); shutdown and resizes change `state` *before* they read those marks. A producer
+//! increments its shard's reservation count for its routing parity (SeqCst) *before* it reads `state`
+//! (SeqCst); shutdown and resizes change `state` *before* they read those counts. A producer
 //! that finds the bus closing refuses the event; one whose routing table is older than the
 //! state word takes its reservation back and routes again (a table one version ahead of the
 //! state word is fine: resizes publish the table before they bump the version).
@@ -244,8 +244,7 @@ impl EventBus {
             let routing = inner.routing.load();
             let counters = &routing.route(event.hash()).counters;
             let parity = (routing.version & 1) as usize;
-            reserved = counters.reserved.fetch_add(1, SeqCst) + 1;
-            counters.in_flight[parity].fetch_add(1, SeqCst);
+            reserved = counters.reserved_by_parity[parity].fetch_add(1, SeqCst) + 1;
             let state = inner.state.load(SeqCst);
             // The resizer publishes the table before it bumps the version, so a producer may
             // see the new table one step ahead of the state word: that table is already safe
@@ -253,8 +252,7 @@ impl EventBus {
             if state == routing.version || state.wrapping_add(1) == routing.version {
                 break routing;
             }
-            counters.in_flight[parity].fetch_sub(1, SeqCst);
-            counters.reserved.fetch_sub(1, SeqCst);
+            counters.reserved_by_parity[parity].fetch_sub(1, SeqCst);
             if state & CLOSING != 0 {
                 stats.rejected.shutting_down.fetch_add(1, Relaxed);
                 return Err(IngestionError::ShuttingDown);
@@ -270,14 +268,7 @@ impl EventBus {
         };
         let shard = routing.route(event.hash());
         let counters = &shard.counters;
-        // Ends this producer's in-flight mark once the push is over, whatever its outcome.
-        struct InFlight<'a>(&'a AtomicU64);
-        impl Drop for InFlight<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, SeqCst);
-            }
-        }
-        let _in_flight = InFlight(&counters.in_flight[(routing.version & 1) as usize]);
+        let parity = (routing.version & 1) as usize;
         let slot = Slot {
             raw: event.into_bytes(),
             ts: inner.clock.now_ns(),
@@ -304,7 +295,7 @@ impl EventBus {
                 .map(|_| IngestionError::ShuttingDown),
         };
         if let Some(e) = refused {
-            counters.reserved.fetch_sub(1, SeqCst);
+            counters.reserved_by_parity[parity].fetch_sub(1, SeqCst);
             let reason = match e {
                 IngestionError::Backpressure => &stats.rejected.backpressure,
                 _ => &stats.rejected.shutting_down,
@@ -312,6 +303,10 @@ impl EventBus {
             reason.fetch_add(1, Relaxed);
             return Err(e);
         }
+        counters.pushed_by_parity[parity].fetch_add(1, SeqCst);
+        // The other parity only matters right after a resize; reading it is cheap, as it
+        // shares the cache line just written.
+        let reserved = reserved.wrapping_add(counters.reserved_by_parity[parity ^ 1].load(Relaxed));
         shard.wake_worker_if_due(reserved);
         Ok(())
     }
@@ -453,7 +448,7 @@ async fn run_worker(inner: Arc<Inner>, shard: Arc<Shard>) {
         if events.is_empty() {
             if inner.closing() || shard.retiring.load(SeqCst) {
                 let done = counters.done.load(SeqCst);
-                if done == counters.reserved.load(SeqCst) && shard.queue.is_empty() {
+                if done == counters.reserved() && shard.queue.is_empty() {
                     break;
                 }
                 shard.wait_for_events(1, Duration::from_millis(1)).await;
@@ -627,8 +622,7 @@ impl Inner {
         for (_, donors) in &added {
             for &donor in donors {
                 if let Some(donor) = current.shards.get(usize::from(donor)) {
-                    let mark = &donor.counters.in_flight[old_parity];
-                    while mark.load(SeqCst) != 0 {
+                    while donor.counters.pushing(old_parity) != 0 {
                         tokio::time::sleep(Duration::from_micros(200)).await;
                     }
                 }
@@ -643,7 +637,7 @@ impl Inner {
                         .map(|(s, _)| s.clone())
                 });
                 if let Some(donor) = donor {
-                    let count = donor.counters.reserved.load(SeqCst);
+                    let count = donor.counters.reserved();
                     shard.add_fence(donor, Some(count));
                 }
             }
@@ -830,10 +824,7 @@ impl Inner {
             }
         }
         let shards = self.all_shards();
-        let targets: Vec<u64> = shards
-            .iter()
-            .map(|s| s.counters.reserved.load(SeqCst))
-            .collect();
+        let targets: Vec<u64> = shards.iter().map(|s| s.counters.reserved()).collect();
         self.flushers.fetch_add(1, SeqCst);
         let _flushing = Flushing(&self.flushers);
         loop {
@@ -844,7 +835,7 @@ impl Inner {
             // can also shrink when a refused push is taken back, hence the `min`.
             let pending = shards.iter().zip(&targets).any(|(s, &target)| {
                 let c = &s.counters;
-                c.done.load(SeqCst) < target.min(c.reserved.load(SeqCst))
+                c.done.load(SeqCst) < target.min(c.reserved())
             });
             if !pending {
                 break;
@@ -944,7 +935,7 @@ impl Inner {
                     counters.done.fetch_add(n, SeqCst);
                     shard_lost += n;
                 }
-                if counters.done.load(SeqCst) >= counters.reserved.load(SeqCst) {
+                if counters.done.load(SeqCst) >= counters.reserved() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;

@@ -13,18 +13,18 @@
 //! # Snapshots and versions
 //! A [`Routing`] is immutable and published whole (an `ArcSwap`); producers read a snapshot
 //! per ingest. Every snapshot carries a version, and the bus keeps the current version in an
-//! atomic next to its closing flag. A producer reserves its slot on the shard, marks itself in
-//! flight under its snapshot's version parity, *then* reads the version: if its snapshot is
+//! atomic next to its closing flag. A producer counts its reservation on the shard under its
+//! snapshot's version parity, *then* reads the version: if its snapshot is
 //! older, it takes the reservation back and routes again with the new snapshot. The resizer
-//! publishes the snapshot and bumps the version *then* reads the shards' marks. Both steps are
+//! publishes the snapshot and bumps the version *then* reads the shards' counts. Both steps are
 //! SeqCst, so every producer that routed with the old snapshot is either visible to the
 //! resizer or routes again.
 //!
 //! # The hand-off fence
 //! A key that moves keeps its order because the shard receiving it waits before its next
 //! dispatch:
-//! - after `add_shards`, the resizer waits until no producer is still in flight on a donor
-//!   under the old parity, then records the donor's `reserved`; the new shard dispatches
+//! - after `add_shards`, the resizer waits until every reservation on a donor under the old
+//!   parity was pushed or taken back, then records the donor's `reserved`; the new shard dispatches
 //!   nothing until the donor has finished with that many events. Every event of a moved key
 //!   pushed before the key's first event on the new shard lies below that count in the
 //!   donor's ring, which is FIFO.

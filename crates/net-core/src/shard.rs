@@ -117,7 +117,7 @@ impl Shard {
         let taken = c.done.load(Ordering::SeqCst) + c.in_worker.load(Ordering::SeqCst);
         let target = taken + need.max(1) as u64;
         self.counters.wake_at.store(target, Ordering::SeqCst);
-        if c.reserved.load(Ordering::SeqCst) < target {
+        if c.reserved() < target {
             let _ = tokio::time::timeout(max, self.wake.notified()).await;
         }
         self.counters.wake_at.store(u64::MAX, Ordering::SeqCst);
@@ -183,7 +183,7 @@ impl Shard {
         fences.retain(|(other, count)| match count {
             Some(count) => {
                 let c = &other.counters;
-                c.done.load(Ordering::SeqCst) < (*count).min(c.reserved.load(Ordering::SeqCst))
+                c.done.load(Ordering::SeqCst) < (*count).min(c.reserved())
             }
             None => !other.finished.load(Ordering::SeqCst),
         });

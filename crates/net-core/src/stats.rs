@@ -115,8 +115,9 @@ impl AdapterErrorCounts {
 ///   refused), so it bounds every event that is or will be in the ring.
 /// - `done`: events that left the bus's hands: dispatched, dropped or evicted.
 /// - `in_worker`: events the worker popped and has not finished with.
-/// - `in_flight[v % 2]`: producers that reserved under routing version `v` and have not
-///   finished their push yet.
+/// - `reserved_by_parity[v % 2]` / `pushed_by_parity[v % 2]`: reservations and successful
+///   pushes of producers that routed with routing version `v`; their difference is the
+///   number of those producers still pushing.
 ///
 /// `reserved - done` is the shard's depth. `flush` waits for `done` to catch up with the
 /// `reserved` it saw; shutdown waits for `done == reserved`.
@@ -126,14 +127,17 @@ impl AdapterErrorCounts {
 #[derive(Debug)]
 #[repr(C, align(128))]
 pub(crate) struct ShardCounters {
-    pub(crate) reserved: AtomicU64,
-    /// Producers between their reservation and the end of their push, split by the parity of
-    /// the routing version they routed with. A resize waits for the old parity to reach zero.
-    pub(crate) in_flight: [AtomicU64; 2],
+    /// Reservations, split by the parity of the routing version the producer routed with
+    /// (see [`ShardCounters::reserved`]).
+    pub(crate) reserved_by_parity: [AtomicU64; 2],
+    /// Successful pushes, split the same way. `reserved_by_parity[p] - pushed_by_parity[p]`
+    /// is the number of producers still between their reservation and the end of their push
+    /// under parity `p`; a resize waits for the old parity's difference to reach zero.
+    pub(crate) pushed_by_parity: [AtomicU64; 2],
     /// The `reserved` count at which a producer must wake the sleeping worker (`u64::MAX`:
     /// the worker is not waiting).
     pub(crate) wake_at: AtomicU64,
-    _producer_line: [u64; 12],
+    _producer_line: [u64; 11],
     pub(crate) done: AtomicU64,
     pub(crate) in_worker: AtomicU64,
 }
@@ -141,10 +145,10 @@ pub(crate) struct ShardCounters {
 impl Default for ShardCounters {
     fn default() -> Self {
         Self {
-            reserved: AtomicU64::new(0),
-            in_flight: [AtomicU64::new(0), AtomicU64::new(0)],
+            reserved_by_parity: [AtomicU64::new(0), AtomicU64::new(0)],
+            pushed_by_parity: [AtomicU64::new(0), AtomicU64::new(0)],
             wake_at: AtomicU64::new(u64::MAX),
-            _producer_line: [0; 12],
+            _producer_line: [0; 11],
             done: AtomicU64::new(0),
             in_worker: AtomicU64::new(0),
         }
@@ -152,15 +156,33 @@ impl Default for ShardCounters {
 }
 
 impl ShardCounters {
+    /// Reservations of both parities: every event that is or will be in the ring, plus the
+    /// ones already taken out.
+    pub(crate) fn reserved(&self) -> u64 {
+        let [a, b] = &self.reserved_by_parity;
+        a.load(Ordering::SeqCst)
+            .wrapping_add(b.load(Ordering::SeqCst))
+    }
+
+    /// Producers still pushing under routing parity `parity`.
+    pub(crate) fn pushing(&self, parity: usize) -> u64 {
+        // Pushed first: a push counted there was reserved earlier, so the difference never
+        // underflows below the true number.
+        let pushed = self.pushed_by_parity[parity].load(Ordering::SeqCst);
+        self.reserved_by_parity[parity]
+            .load(Ordering::SeqCst)
+            .saturating_sub(pushed)
+    }
+
     pub(crate) fn depth(&self) -> u64 {
         let done = self.done.load(Ordering::Acquire);
-        self.reserved.load(Ordering::Acquire).saturating_sub(done)
+        self.reserved().saturating_sub(done)
     }
 
     /// Events still in the ring: reserved, not yet taken by the worker nor evicted.
     pub(crate) fn queued(&self) -> u64 {
         let taken = self.done.load(Ordering::Acquire) + self.in_worker.load(Ordering::Acquire);
-        self.reserved.load(Ordering::Acquire).saturating_sub(taken)
+        self.reserved().saturating_sub(taken)
     }
 }
 
