@@ -23,6 +23,7 @@ mod histogram;
 mod latency;
 mod memory;
 mod plan;
+mod redis;
 mod report;
 mod throughput;
 
@@ -48,7 +49,7 @@ struct Options {
 
 /// The groups of rows, in the order they run: `ingest_raw` and the queues and channels,
 /// JSON `ingest`, MemoryAdapter write and poll, latency, heap.
-const GROUPS: [&str; 5] = ["raw", "json", "memory", "latency", "heap"];
+const GROUPS: [&str; 6] = ["raw", "json", "memory", "latency", "heap", "redis"];
 
 /// The usage text.
 const USAGE: &str = "usage: net-bench [--quick | --smoke] [--out DIR]
@@ -118,6 +119,7 @@ async fn run(options: Options) -> Result<()> {
             "json" => throughput::json_rows(&plan).await?,
             "memory" => memory::rows(&plan).await?,
             "latency" => latency::rows(&plan).await?,
+            "redis" => redis::rows(&plan).await?,
             _ => heap::rows(&plan).await?,
         });
     }
