@@ -38,6 +38,7 @@ use crate::scaling::{self, ScalingDecision, ScalingError, ScalingPolicy, Scaling
 use crate::shard::{Shard, Slot};
 use crate::stats::EventBusStats;
 use arc_swap::ArcSwap;
+use crossbeam_utils::CachePadded;
 use net_adapter::{Adapter, AdapterError, Batch, BatchEvent};
 use parking_lot::Mutex;
 use std::cell::Cell;
@@ -64,19 +65,22 @@ pub struct EventBus {
 pub(crate) struct Inner {
     pub(crate) config: EventBusConfig,
     pub(crate) adapter: Arc<dyn Adapter>,
+    // Fields producers read on every event are padded away from fields the workers write
+    // after every batch (stats, progress): sharing a cache line with those made the state
+    // word and the routing pointer miss in the producer's cache.
     /// The current routing snapshot (read on every ingest).
-    routing: ArcSwap<Routing>,
+    routing: CachePadded<ArcSwap<Routing>>,
     /// Closing bit and routing version (see the module documentation).
-    state: AtomicU64,
-    pub(crate) stats: EventBusStats,
+    state: CachePadded<AtomicU64>,
+    pub(crate) stats: CachePadded<EventBusStats>,
     identity: ProducerIdentity,
     clock: Clock,
     /// Set when shutdown's deadline passed: workers stop retrying.
     aborting: AtomicBool,
     /// Number of `flush` calls in progress: workers close batches at once.
-    flushers: AtomicUsize,
+    flushers: CachePadded<AtomicUsize>,
     /// Signalled by workers after every batch.
-    progress: Notify,
+    progress: CachePadded<Notify>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     shutdown_started: AtomicBool,
     /// Held for the whole shutdown; `true` once it completed.
@@ -172,14 +176,14 @@ impl EventBus {
         *stats.shards.write() = shards.clone();
         let inner = Arc::new(Inner {
             adapter,
-            routing: ArcSwap::from_pointee(routing),
-            state: AtomicU64::new(0),
-            stats,
+            routing: CachePadded::new(ArcSwap::from_pointee(routing)),
+            state: CachePadded::new(AtomicU64::new(0)),
+            stats: CachePadded::new(stats),
             identity,
             clock: Clock::new(),
             aborting: AtomicBool::new(false),
-            flushers: AtomicUsize::new(0),
-            progress: Notify::new(),
+            flushers: CachePadded::new(AtomicUsize::new(0)),
+            progress: CachePadded::new(Notify::new()),
             workers: Mutex::new(Vec::with_capacity(n)),
             shutdown_started: AtomicBool::new(false),
             shutdown_done: tokio::sync::Mutex::new(false),
