@@ -10,14 +10,19 @@
 //! - a sans-I/O protocol core ([`session`], [`frame`]): the handshake state machine,
 //!   framing, fragmentation and reassembly, rekeying; bytes in, frames and bytes out, no
 //!   sockets and no clock, so it is unit-tested and fuzzed in memory;
-//! - a tokio driver that runs sessions over TCP.
+//! - a tokio driver that runs sessions over TCP, and [`NetAdapter`], the bus adapter on top.
 //!
 //! The wire protocol is specified in `docs/mesh-protocol.md`.
 
+mod adapter;
+mod config;
 pub mod frame;
 mod identity;
+mod node;
 pub mod session;
 
+pub use adapter::{MeshError, NetAdapter, PeerInfo};
+pub use config::{NetAdapterConfig, NoPeerPolicy};
 pub use frame::{Capabilities, ShardRange};
 pub use identity::{EntityKeypair, IdentityError, NodeId};
 pub use session::{Role, Session, SessionConfig, SessionError, SessionEvent};

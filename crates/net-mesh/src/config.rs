@@ -1,0 +1,301 @@
+//! [`NetAdapterConfig`]: where a node listens, whom it dials, who it is and what it stores.
+
+use crate::frame::{Capabilities, ShardRange};
+use crate::identity::{EntityKeypair, NodeId};
+use net_adapter::Adapter;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `on_batch` and `poll_shard` do when no connected peer stores the shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoPeerPolicy {
+    /// Return [`AdapterError::Connection`](net_adapter::AdapterError::Connection), which the
+    /// bus retries with backoff: a storing peer may connect (or reconnect) later. The default.
+    #[default]
+    Retry,
+    /// Return [`AdapterError::Fatal`](net_adapter::AdapterError::Fatal): the batch is dropped
+    /// (and counted) at once.
+    Fatal,
+}
+
+/// Settings of a [`NetAdapter`](crate::NetAdapter).
+///
+/// Build it from [`NetAdapterConfig::default`] with the setters, or set the public fields.
+/// Addresses given as text to [`NetAdapterConfig::listen`] and [`NetAdapterConfig::peer`]
+/// are parsed (or resolved) at once; one that does not parse is reported by
+/// [`NetAdapterConfig::validate`] and when the adapter starts.
+#[derive(Clone)]
+pub struct NetAdapterConfig {
+    /// Where to accept connections from peers. `None`: dial only.
+    pub listen: Option<SocketAddr>,
+    /// Peers to dial, and to redial with backoff whenever the session drops.
+    pub peers: Vec<SocketAddr>,
+    /// This node's identity. `None`: a fresh keypair is generated at start (the node id then
+    /// changes on every start, which is fine without an allow-list).
+    pub keypair: Option<EntityKeypair>,
+    /// Pre-shared key: peers must hold the same key to complete the handshake.
+    pub psk: Option<[u8; 32]>,
+    /// When set, only these node ids may be peers (both directions).
+    pub allow: Option<Vec<NodeId>>,
+    /// The shards this node stores for its peers (announced after each handshake). Empty:
+    /// it stores nothing and only forwards.
+    pub stores: Vec<ShardRange>,
+    /// Tags announced with the capabilities (`durable`, `region=eu`, ...).
+    pub tags: Vec<String>,
+    /// Where this node stores what peers send it. `None`: a `MemoryAdapter`.
+    pub storage: Option<Arc<dyn Adapter>>,
+    /// How many covering peers must accept each batch before `on_batch` succeeds.
+    pub replication: usize,
+    /// What happens when no connected peer stores a shard.
+    pub no_peer: NoPeerPolicy,
+    /// How long a request (a batch or a poll) to a peer may take.
+    pub request_timeout: Duration,
+    /// How long this node's storage may take to answer a peer's request.
+    pub storage_timeout: Duration,
+    /// How long a handshake may take.
+    pub handshake_timeout: Duration,
+    /// How often an idle session is pinged.
+    pub ping_interval: Duration,
+    /// A session that receives nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// First delay before redialing a peer; doubled after each failure.
+    pub reconnect_min: Duration,
+    /// Longest delay between redials.
+    pub reconnect_max: Duration,
+    /// Frames queued per session before senders wait (and time out with backpressure).
+    pub send_queue: usize,
+    /// Requests a peer may have in progress at this node at once; more are answered with
+    /// backpressure.
+    pub max_inflight: usize,
+    /// Largest frame accepted from a peer, after reassembly.
+    pub max_frame: usize,
+    /// Records sent before switching to a new key.
+    pub rekey_after: u64,
+    /// Handshakes the listener runs at once; further connections wait in the kernel backlog.
+    pub max_handshakes: usize,
+    invalid: Vec<String>,
+}
+
+impl Default for NetAdapterConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            peers: Vec::new(),
+            keypair: None,
+            psk: None,
+            allow: None,
+            stores: Vec::new(),
+            tags: Vec::new(),
+            storage: None,
+            replication: 1,
+            no_peer: NoPeerPolicy::Retry,
+            request_timeout: Duration::from_secs(10),
+            storage_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(20),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            send_queue: 1024,
+            max_inflight: 256,
+            max_frame: 64 << 20,
+            rekey_after: 1 << 20,
+            max_handshakes: 64,
+            invalid: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for NetAdapterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetAdapterConfig")
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .field("keypair", &self.keypair)
+            .field("psk", &self.psk.map(|_| "<set>"))
+            .field("allow", &self.allow)
+            .field("stores", &self.stores)
+            .field("tags", &self.tags)
+            .field(
+                "storage",
+                &self.storage.as_ref().map(|s| s.name().to_owned()),
+            )
+            .field("replication", &self.replication)
+            .field("no_peer", &self.no_peer)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_addr(text: &str) -> Option<SocketAddr> {
+    text.parse()
+        .ok()
+        .or_else(|| text.to_socket_addrs().ok().and_then(|mut a| a.next()))
+}
+
+impl NetAdapterConfig {
+    /// Listens on `addr` (`"0.0.0.0:7777"`, `"127.0.0.1:0"` for any free port).
+    pub fn listen(mut self, addr: impl AsRef<str>) -> Self {
+        match parse_addr(addr.as_ref()) {
+            Some(a) => self.listen = Some(a),
+            None => self.invalid.push(addr.as_ref().to_owned()),
+        }
+        self
+    }
+
+    /// Adds a peer to dial.
+    pub fn peer(mut self, addr: impl AsRef<str>) -> Self {
+        match parse_addr(addr.as_ref()) {
+            Some(a) => self.peers.push(a),
+            None => self.invalid.push(addr.as_ref().to_owned()),
+        }
+        self
+    }
+
+    /// Sets the node's identity.
+    pub fn keypair(mut self, keypair: EntityKeypair) -> Self {
+        self.keypair = Some(keypair);
+        self
+    }
+
+    /// Requires peers to hold this pre-shared key.
+    pub fn psk(mut self, psk: [u8; 32]) -> Self {
+        self.psk = Some(psk);
+        self
+    }
+
+    /// Accepts only these node ids as peers.
+    pub fn allow(mut self, ids: impl IntoIterator<Item = NodeId>) -> Self {
+        self.allow = Some(ids.into_iter().collect());
+        self
+    }
+
+    /// Stores (for peers) the shards of `range`, in addition to any set before.
+    pub fn stores(mut self, range: ShardRange) -> Self {
+        self.stores.push(range);
+        self
+    }
+
+    /// Adds a capability tag.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Stores peers' batches in `adapter` instead of a `MemoryAdapter`.
+    pub fn storage(mut self, adapter: Arc<dyn Adapter>) -> Self {
+        self.storage = Some(adapter);
+        self
+    }
+
+    /// Requires `n` covering peers to accept every batch (at least 1).
+    pub fn replication(mut self, n: usize) -> Self {
+        self.replication = n;
+        self
+    }
+
+    /// Sets the policy when no peer stores a shard.
+    pub fn no_peer(mut self, policy: NoPeerPolicy) -> Self {
+        self.no_peer = policy;
+        self
+    }
+
+    /// Sets the request timeout.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The capabilities this node announces.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            shards: self.stores.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+
+    /// Checks the settings: addresses parsed, no zero where a positive value is needed.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(bad) = self.invalid.first() {
+            return Err(format!("cannot parse or resolve address {bad:?}"));
+        }
+        let durations = [
+            ("request_timeout", self.request_timeout),
+            ("storage_timeout", self.storage_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("ping_interval", self.ping_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("reconnect_max", self.reconnect_max),
+        ];
+        for (name, value) in durations {
+            if value.is_zero() {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if self.idle_timeout <= self.ping_interval {
+            return Err("idle_timeout must be longer than ping_interval".into());
+        }
+        let counts = [
+            ("replication", self.replication as u64),
+            ("send_queue", self.send_queue as u64),
+            ("max_inflight", self.max_inflight as u64),
+            ("max_handshakes", self.max_handshakes as u64),
+            ("rekey_after", self.rekey_after),
+        ];
+        for (name, value) in counts {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.max_frame < 1024 {
+            return Err("max_frame must be at least 1024 bytes".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_parses_addresses() {
+        let c = NetAdapterConfig::default()
+            .listen("0.0.0.0:7777")
+            .peer("10.0.0.2:7777");
+        assert_eq!(c.listen, Some("0.0.0.0:7777".parse().unwrap()));
+        assert_eq!(c.peers, vec!["10.0.0.2:7777".parse().unwrap()]);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn invalid_settings_are_reported() {
+        let check = |c: NetAdapterConfig, needle: &str| {
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        };
+        check(
+            NetAdapterConfig::default().peer("not an address"),
+            "not an address",
+        );
+        check(NetAdapterConfig::default().replication(0), "replication");
+        check(
+            NetAdapterConfig::default().request_timeout(Duration::ZERO),
+            "request_timeout",
+        );
+        let mut c = NetAdapterConfig::default();
+        c.idle_timeout = c.ping_interval;
+        check(c, "idle_timeout");
+    }
+
+    #[test]
+    fn debug_hides_the_psk() {
+        let c = NetAdapterConfig::default().psk([0x5a; 32]);
+        let text = format!("{c:?}");
+        assert!(!text.contains("90"), "{text}");
+        assert!(text.contains("<set>"));
+    }
+}
