@@ -27,10 +27,16 @@
 //! ```
 
 mod adapter_config;
+mod dedup;
+mod metrics;
 #[cfg(feature = "redis")]
 mod redis_dedup;
+mod stream;
+mod typed;
 
 pub use adapter_config::AdapterConfig;
+pub use dedup::Dedup;
+pub use metrics::prometheus_text;
 pub use net_adapter::{
     Adapter, AdapterError, AdapterResult, Batch, BatchEvent, MemoryAdapter, MemoryAdapterConfig,
     NoopAdapter, ShardPollResult, StoredEvent,
@@ -46,6 +52,8 @@ pub use net_core::{
     IngestionError, IngestionResult, Ordering, RawEvent, RetryPolicy, SamplingPolicy, ShardGap,
     StatsSnapshot, MAX_POLL_LIMIT,
 };
+pub use stream::{CursorStore, EventStream, FileCursor, MemoryCursor, StreamError, StreamOptions};
+pub use typed::{DecodeEvent, IngestTyped};
 
 #[cfg(feature = "redis")]
 pub use redis_dedup::RedisStreamDedup;
