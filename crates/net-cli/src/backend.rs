@@ -1,0 +1,116 @@
+//! Where `produce` and `consume` store and read events: the backend flags they share, and the
+//! bus each of them builds.
+
+use crate::exit::usage;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use net_sdk::{
+    AdapterConfig, ConfigError, ConsumeRequest, ConsumerError, EventBus, EventBusConfigBuilder,
+    JetStreamAdapterConfig, RedisAdapterConfig,
+};
+
+/// A backend that keeps events across processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StoreKind {
+    /// Redis Streams: one stream per shard, `{stream}:shard:{n}`.
+    Redis,
+    /// NATS JetStream: one stream per shard, `{stream}_shard_{n}`.
+    Jetstream,
+}
+
+impl StoreKind {
+    /// The URL used when `--url` is not given.
+    pub(crate) fn default_url(self) -> &'static str {
+        match self {
+            StoreKind::Redis => "redis://127.0.0.1:6379",
+            StoreKind::Jetstream => "nats://127.0.0.1:4222",
+        }
+    }
+}
+
+/// The flags that name a backend.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct Backend {
+    /// Backend that stores the events. The in-memory adapter is not offered here: it lives and
+    /// dies with one process, so nothing could be read back by another `net` command.
+    #[arg(long, value_enum)]
+    pub(crate) adapter: StoreKind,
+    /// Server URL [default: redis://127.0.0.1:6379 for redis, nats://127.0.0.1:4222 for
+    /// jetstream]. A password in it never appears in messages.
+    #[arg(long)]
+    pub(crate) url: Option<String>,
+    /// Name (prefix) of the per-shard streams; producers and consumers of the same events
+    /// must use the same name.
+    #[arg(long, default_value = "net")]
+    pub(crate) stream: String,
+    /// Number of shards. Producers and consumers of the same stream must agree: a consumer
+    /// with fewer shards than the producer does not read the others.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) shards: u16,
+}
+
+impl Backend {
+    /// The URL in force.
+    pub(crate) fn url(&self) -> &str {
+        self.url
+            .as_deref()
+            .unwrap_or_else(|| self.adapter.default_url())
+    }
+
+    /// The adapter configuration.
+    pub(crate) fn adapter_config(&self) -> AdapterConfig {
+        adapter_config(self.adapter, self.url(), &self.stream)
+    }
+
+    /// A builder with these shards and this adapter.
+    pub(crate) fn builder(&self) -> EventBusConfigBuilder {
+        net_sdk::EventBusConfig::builder()
+            .shards(self.shards)
+            .adapter(self.adapter_config())
+    }
+
+    /// A short description for messages, without any password.
+    pub(crate) fn describe(&self) -> String {
+        let url = net_sdk::redis::redact_url(self.url());
+        match self.adapter {
+            StoreKind::Redis => format!("redis at {url}"),
+            StoreKind::Jetstream => format!("jetstream at {url}"),
+        }
+    }
+}
+
+/// The adapter configuration of `kind` at `url` under `stream`.
+pub(crate) fn adapter_config(kind: StoreKind, url: &str, stream: &str) -> AdapterConfig {
+    match kind {
+        StoreKind::Redis => AdapterConfig::redis(RedisAdapterConfig::new(url, stream)),
+        StoreKind::Jetstream => AdapterConfig::jetstream(JetStreamAdapterConfig::new(url, stream)),
+    }
+}
+
+/// Builds a bus, turning bad settings into usage errors.
+pub(crate) async fn start_bus(builder: EventBusConfigBuilder, what: &str) -> Result<EventBus> {
+    let config = builder.build().map_err(config_error)?;
+    EventBus::new(config)
+        .await
+        .map_err(config_error)
+        .with_context(|| format!("cannot start {what}"))
+}
+
+fn config_error(err: ConfigError) -> anyhow::Error {
+    match err {
+        ConfigError::Invalid { .. } => usage(err.to_string()),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// Asks every shard for nothing, so an unreachable backend fails now with a clear message
+/// rather than after the retry budget of the first batch.
+pub(crate) async fn check_reachable(bus: &EventBus, what: &str) -> Result<()> {
+    match bus.poll(ConsumeRequest::new(0)).await {
+        Ok(_) => Ok(()),
+        Err(ConsumerError::Adapter(e)) => {
+            Err(anyhow::Error::new(e).context(format!("cannot reach {what}")))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read from {what}"))),
+    }
+}
