@@ -20,6 +20,7 @@
 mod alloc_count;
 mod heap;
 mod histogram;
+mod jetstream;
 mod latency;
 mod memory;
 mod plan;
@@ -48,8 +49,17 @@ struct Options {
 }
 
 /// The groups of rows, in the order they run: `ingest_raw` and the queues and channels,
-/// JSON `ingest`, MemoryAdapter write and poll, latency, heap.
-const GROUPS: [&str; 6] = ["raw", "json", "memory", "latency", "heap", "redis"];
+/// JSON `ingest`, MemoryAdapter write and poll, latency, heap, then the JetStream and Redis
+/// adapters (each on a private server) write and poll.
+const GROUPS: [&str; 7] = [
+    "raw",
+    "json",
+    "memory",
+    "latency",
+    "heap",
+    "jetstream",
+    "redis",
+];
 
 /// The usage text.
 const USAGE: &str = "usage: net-bench [--quick | --smoke] [--out DIR]
@@ -58,7 +68,8 @@ const USAGE: &str = "usage: net-bench [--quick | --smoke] [--out DIR]
   --quick    3 repeats per row, shorter measurements (well under a minute)
   --smoke    1 short repeat per row: checks that every row runs and the report is written
   --out DIR  where report.json, report.md and report.svg go (default: target/bench)
-  --only G   only these comma-separated groups of rows: raw, json, memory, latency, heap";
+  --only G   only these comma-separated groups of rows: raw, json, memory, latency, heap,
+             jetstream, redis";
 
 /// Parses the arguments (without the program name); `None` means help was asked for.
 fn parse(args: &[String]) -> Result<Option<Options>> {
@@ -120,6 +131,7 @@ async fn run(options: Options) -> Result<()> {
             "memory" => memory::rows(&plan).await?,
             "latency" => latency::rows(&plan).await?,
             "redis" => redis::rows(&plan).await?,
+            "jetstream" => jetstream::rows(&plan).await?,
             _ => heap::rows(&plan).await?,
         });
     }

@@ -57,6 +57,8 @@ pub(crate) struct Plan {
     pub(crate) latency_ms: u64,
     /// Ring capacity per shard of the heap rows (the rings are filled completely).
     pub(crate) heap_ring: usize,
+    /// Events per measurement of the JetStream rows (written, then read back).
+    pub(crate) jetstream_events: u64,
 }
 
 impl Plan {
@@ -74,6 +76,7 @@ impl Plan {
                 latency_rate: 20_000,
                 latency_ms: 200,
                 heap_ring: 1024,
+                jetstream_events: 5_000,
             },
             Mode::Quick => Self {
                 mode,
@@ -86,6 +89,7 @@ impl Plan {
                 latency_rate: 200_000,
                 latency_ms: 1_000,
                 heap_ring: 4096,
+                jetstream_events: 100_000,
             },
             Mode::Full => Self {
                 mode,
@@ -98,6 +102,7 @@ impl Plan {
                 latency_rate: 1_000_000,
                 latency_ms: 3_000,
                 heap_ring: 4096,
+                jetstream_events: 200_000,
             },
         }
     }
