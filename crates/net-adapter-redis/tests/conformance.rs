@@ -29,11 +29,11 @@ use std::time::Duration;
 use support::{delete_prefix, Redis};
 
 /// The adapter's command timeout in these tests.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the timeout hook pauses writes: past the command timeout, and short of the
 /// three timeouts after which the adapter gives up on a connection.
-const PAUSE: Duration = Duration::from_millis(1_600);
+const PAUSE: Duration = Duration::from_millis(3_200);
 
 /// Shards whose next batch gets its reply replaced by an error.
 #[derive(Default)]

@@ -180,10 +180,14 @@ impl Redis {
     }
 
     /// A plain client connection (multiplexed), for what the tests do behind the adapter.
+    /// Its replies may take long on a loaded machine: it waits up to a minute for each.
     pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(60)));
         redis::Client::open(self.url.as_str())
             .expect("valid url")
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .expect("connect to redis")
     }
