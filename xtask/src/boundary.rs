@@ -6,6 +6,9 @@
 //! tokio shows up under net-adapter's default features: a third-party adapter must be able to
 //! depend on net-adapter alone without pulling in a runtime. The `conformance` feature may
 //! bring tokio in, since adapter crates enable it only in their dev-dependencies.
+//! The JetStream adapter may not depend on net-core either, and no crate of the workspace may
+//! turn on async-nats's `server_2_10`+ features: a 2.9 server silently ignores the settings
+//! they add, so they must not compile.
 
 use std::collections::BTreeSet;
 
@@ -41,6 +44,11 @@ fn rules() -> Vec<Rule> {
             default_features: BROKER_CRATES.to_vec(),
             all_features: BROKER_CRATES.to_vec(),
         },
+        Rule {
+            package: "net-adapter-jetstream",
+            default_features: vec!["net-core", "redis"],
+            all_features: vec!["net-core", "redis"],
+        },
     ]
 }
 
@@ -74,6 +82,27 @@ pub(crate) fn run() -> Result<()> {
             }
         }
     }
+    let features = output(cargo([
+        "tree",
+        "--workspace",
+        "--all-features",
+        "-e",
+        "features",
+        "--prefix",
+        "none",
+        "-i",
+        "async-nats",
+    ]))?;
+    let newer = newer_server_features(&features);
+    println!(
+        "checked async-nats features (workspace, all features): {}",
+        if newer.is_empty() { "ok" } else { "VIOLATION" }
+    );
+    for feature in newer {
+        violations.push(format!(
+            "async-nats feature `{feature}` is enabled (nats-server 2.9 ignores its settings)"
+        ));
+    }
     if !violations.is_empty() {
         for violation in &violations {
             eprintln!("boundary violation: {violation}");
@@ -99,9 +128,32 @@ fn banned_in_tree<'a>(tree: &str, banned: &[&'a str]) -> Vec<&'a str> {
         .collect()
 }
 
+/// The async-nats `server_*` features named in `cargo tree -e features -i async-nats` output.
+fn newer_server_features(tree: &str) -> BTreeSet<&str> {
+    tree.lines()
+        .filter_map(|line| line.trim().strip_prefix("async-nats feature \""))
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|feature| feature.starts_with("server_"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::banned_in_tree;
+    use super::{banned_in_tree, newer_server_features};
+
+    #[test]
+    fn finds_newer_async_nats_server_features() {
+        let tree = "async-nats feature \"jetstream\"\n\
+                    async-nats v0.51.0\n\
+                    async-nats feature \"server_2_10\"\n\
+                    async-nats feature \"server_2_10\"\n\
+                    async-nats feature \"default\"\n";
+        assert_eq!(
+            newer_server_features(tree).into_iter().collect::<Vec<_>>(),
+            ["server_2_10"]
+        );
+        assert!(newer_server_features("async-nats feature \"jetstream\"\n").is_empty());
+    }
 
     fn check(tree: &str, banned: &[&str], expected: &[&str]) {
         assert_eq!(banned_in_tree(tree, banned), expected, "tree:\n{tree}");
