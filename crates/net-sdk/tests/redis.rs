@@ -146,8 +146,13 @@ async fn bad_settings_and_a_wrong_password_fail_at_construction() {
         .adapter(AdapterConfig::redis(RedisAdapterConfig::new(wrong, "x")))
         .build()
         .expect("config");
-    let err = EventBus::new(config).await.err().expect("wrong password");
+    let Err(err) = EventBus::new(config).await else {
+        panic!("a wrong password must fail at EventBus::new");
+    };
     let text = format!("{err} {err:?}");
-    assert!(matches!(err, ConfigError::Adapter(ref e) if e.is_fatal()), "{text}");
+    assert!(
+        matches!(err, ConfigError::Adapter(ref e) if e.is_fatal()),
+        "{text}"
+    );
     assert!(!text.contains("not-the-password"), "{text}");
 }
