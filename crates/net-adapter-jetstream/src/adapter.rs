@@ -447,10 +447,14 @@ impl JetStreamAdapter {
                         duplicates += u64::from(ack.duplicate);
                     }
                     Err(err) => {
+                        let missing = err.kind() == PublishErrorKind::StreamNotFound;
                         let error = self.publish_failed(batch, &stream, start + offset, err);
-                        return Err(self
-                            .confirm_missing(conn, batch.shard_id, &stream, error)
-                            .await);
+                        return Err(if missing {
+                            self.confirm_missing(conn, batch.shard_id, &stream, error)
+                                .await
+                        } else {
+                            error
+                        });
                     }
                 }
             }
@@ -492,9 +496,6 @@ impl JetStreamAdapter {
         stream: &ShardStream,
         error: AdapterError,
     ) -> AdapterError {
-        if !matches!(&error, AdapterError::Fatal(text) if text.contains(STREAM_MISSING)) {
-            return error;
-        }
         match self.stream_info(conn, &stream.name).await {
             Ok(None) => {
                 self.forget_stream(shard_id);
@@ -774,6 +775,9 @@ async fn open(config: &JetStreamAdapterConfig) -> Result<Conn, AdapterError> {
         .timeout(config.request_timeout)
         // The adapter bounds in-flight publishes itself; this only has to never block.
         .max_ack_inflight(config.max_pending_acks.saturating_mul(2))
+        // Acks of calls that timed out are waited for in the background; give up on them as
+        // soon as the adapter itself would, so a server outage does not pin the ack window.
+        .ack_timeout(config.request_timeout)
         .backpressure_on_inflight(false)
         .build(client.clone());
     let remaining = config
