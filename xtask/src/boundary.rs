@@ -6,9 +6,9 @@
 //! tokio shows up under net-adapter's default features: a third-party adapter must be able to
 //! depend on net-adapter alone without pulling in a runtime. The `conformance` feature may
 //! bring tokio in, since adapter crates enable it only in their dev-dependencies.
-//! The JetStream adapter may not depend on net-core either, and no crate of the workspace may
-//! turn on async-nats's `server_2_10`+ features: a 2.9 server silently ignores the settings
-//! they add, so they must not compile.
+//! The Redis and JetStream adapters may not depend on net-core either (nor on each other's
+//! client), and no crate of the workspace may turn on async-nats's `server_2_10`+ features:
+//! a 2.9 server silently ignores the settings they add, so they must not compile.
 
 use std::collections::BTreeSet;
 
@@ -43,6 +43,11 @@ fn rules() -> Vec<Rule> {
             package: "net-core",
             default_features: BROKER_CRATES.to_vec(),
             all_features: BROKER_CRATES.to_vec(),
+        },
+        Rule {
+            package: "net-adapter-redis",
+            default_features: vec!["net-core", "async-nats"],
+            all_features: vec!["net-core", "async-nats"],
         },
         Rule {
             package: "net-adapter-jetstream",
