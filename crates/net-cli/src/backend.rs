@@ -57,16 +57,11 @@ impl Backend {
             .unwrap_or_else(|| self.adapter.default_url())
     }
 
-    /// The adapter configuration.
-    pub(crate) fn adapter_config(&self) -> AdapterConfig {
-        adapter_config(self.adapter, self.url(), &self.stream)
-    }
-
-    /// A builder with these shards and this adapter.
-    pub(crate) fn builder(&self) -> EventBusConfigBuilder {
-        net_sdk::EventBusConfig::builder()
+    /// A builder with these shards and this adapter; bad adapter settings are usage errors.
+    pub(crate) fn builder(&self) -> Result<EventBusConfigBuilder> {
+        Ok(net_sdk::EventBusConfig::builder()
             .shards(self.shards)
-            .adapter(self.adapter_config())
+            .adapter(adapter_config(self.adapter, self.url(), &self.stream)?))
     }
 
     /// A short description for messages, without any password.
@@ -79,11 +74,22 @@ impl Backend {
     }
 }
 
-/// The adapter configuration of `kind` at `url` under `stream`.
-pub(crate) fn adapter_config(kind: StoreKind, url: &str, stream: &str) -> AdapterConfig {
+/// The adapter configuration of `kind` at `url` under `stream`, checked without a server.
+pub(crate) fn adapter_config(kind: StoreKind, url: &str, stream: &str) -> Result<AdapterConfig> {
     match kind {
-        StoreKind::Redis => AdapterConfig::redis(RedisAdapterConfig::new(url, stream)),
-        StoreKind::Jetstream => AdapterConfig::jetstream(JetStreamAdapterConfig::new(url, stream)),
+        StoreKind::Redis => {
+            let config = RedisAdapterConfig::new(url, stream);
+            config.validate().map_err(|e| usage(e.to_string()))?;
+            Ok(AdapterConfig::redis(config))
+        }
+        StoreKind::Jetstream => {
+            let config = JetStreamAdapterConfig::new(url, stream);
+            config.validate().map_err(|e| {
+                let text = e.to_string();
+                usage(text.strip_prefix("fatal adapter error: ").unwrap_or(&text))
+            })?;
+            Ok(AdapterConfig::jetstream(config))
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::histogram::Histogram;
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use net_sdk::{
     Adapter, AdapterConfig, AdapterError, AdapterFactory, AdapterInstance, BackpressureMode, Batch,
     BatchConfig, EventBusConfig, MemoryAdapterConfig, RawEvent, ShardPollResult,
@@ -172,14 +172,14 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode> {
                 .url
                 .as_deref()
                 .unwrap_or(StoreKind::Redis.default_url());
-            adapter_config(StoreKind::Redis, url, &args.stream)
+            adapter_config(StoreKind::Redis, url, &args.stream)?
         }
         BenchAdapter::Jetstream => {
             let url = args
                 .url
                 .as_deref()
                 .unwrap_or(StoreKind::Jetstream.default_url());
-            adapter_config(StoreKind::Jetstream, url, &args.stream)
+            adapter_config(StoreKind::Jetstream, url, &args.stream)?
         }
     };
     let adapter_name = format!("{:?}", args.adapter).to_lowercase();
@@ -213,9 +213,15 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode> {
     let bar = ProgressBar::new(args.events);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} {per_sec} eta {eta}",
+            "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} {rate} eta {eta}",
         )
         .context("progress bar template")?
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.2}M events/s", state.per_sec() / 1e6);
+            },
+        )
         .progress_chars("=> "),
     );
     let sent = AtomicU64::new(0);

@@ -130,7 +130,7 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<ExitCode> {
         }
     }
     let what = args.backend.describe();
-    let bus = start_bus(args.backend.builder(), &what).await?;
+    let bus = start_bus(args.backend.builder()?, &what).await?;
     let result = async {
         check_reachable(&bus, &what).await?;
         match &args.cursor_file {

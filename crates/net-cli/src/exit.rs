@@ -40,7 +40,15 @@ pub(crate) fn usage(message: impl Into<String>) -> anyhow::Error {
 
 /// Prints `err` as one line and returns its status.
 pub(crate) fn report(err: &anyhow::Error) -> ExitCode {
-    let line = format!("{err:#}").replace('\n', " ");
+    // Each cause once: wrappers often repeat their source's message in their own.
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !parts.last().is_some_and(|last| last.contains(text.trim())) {
+            parts.push(text);
+        }
+    }
+    let line = parts.join(": ");
     let _ = writeln!(std::io::stderr(), "error: {line}");
     if err.chain().any(|e| e.is::<UsageError>()) {
         ExitCode::from(USAGE)
@@ -64,13 +72,23 @@ pub(crate) fn clap_error(err: &clap::Error) -> ExitCode {
             }
         }
         _ => {
+            // clap's message is a paragraph (sometimes listing arguments on indented lines),
+            // then usage and hints: keep the paragraph, on one line.
             let text = err.to_string();
-            let first = text
+            let message: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.trim_start_matches("error: ");
-            let _ = writeln!(std::io::stderr(), "error: {first} (see `net --help`)");
+                .map(str::trim)
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .collect();
+            let message = message.join(" ");
+            let message = message.trim_start_matches("error: ");
+            let message = if message.is_empty() {
+                "invalid arguments"
+            } else {
+                message
+            };
+            let _ = writeln!(std::io::stderr(), "error: {message} (see `net --help`)");
             ExitCode::from(USAGE)
         }
     }

@@ -93,7 +93,7 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<ExitCode> {
     let observer = last_drop.clone();
     let builder = args
         .backend
-        .builder()
+        .builder()?
         .backpressure(BackpressureMode::Block)
         .on_drop(move |dropped| {
             let reason = dropped
