@@ -2,11 +2,12 @@
 //! bus each of them builds.
 
 use crate::exit::usage;
+use crate::mesh::MeshArgs;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use net_sdk::{
-    AdapterConfig, ConfigError, ConsumeRequest, ConsumerError, EventBus, EventBusConfigBuilder,
-    JetStreamAdapterConfig, RedisAdapterConfig,
+    AdapterConfig, AdapterInstance, ConfigError, ConsumeRequest, ConsumerError, EventBus,
+    EventBusConfigBuilder, JetStreamAdapterConfig, RedisAdapterConfig,
 };
 
 /// A backend that keeps events across processes.
@@ -16,6 +17,8 @@ pub(crate) enum StoreKind {
     Redis,
     /// NATS JetStream: one stream per shard, `{stream}_shard_{n}`.
     Jetstream,
+    /// The encrypted mesh: events are stored by the `net node`s given with --peer.
+    Net,
 }
 
 impl StoreKind {
@@ -24,6 +27,7 @@ impl StoreKind {
         match self {
             StoreKind::Redis => "redis://127.0.0.1:6379",
             StoreKind::Jetstream => "nats://127.0.0.1:4222",
+            StoreKind::Net => "",
         }
     }
 }
@@ -35,8 +39,8 @@ pub(crate) struct Backend {
     /// dies with one process, so nothing could be read back by another `net` command.
     #[arg(long, value_enum)]
     pub(crate) adapter: StoreKind,
-    /// Server URL [default: redis://127.0.0.1:6379 for redis, nats://127.0.0.1:4222 for
-    /// jetstream]. A password in it never appears in messages.
+    /// Server URL of redis or jetstream [default: redis://127.0.0.1:6379 for redis,
+    /// nats://127.0.0.1:4222 for jetstream]. A password in it never appears in messages.
     #[arg(long)]
     pub(crate) url: Option<String>,
     /// Name (prefix) of the per-shard streams; producers and consumers of the same events
@@ -47,6 +51,8 @@ pub(crate) struct Backend {
     /// with fewer shards than the producer does not read the others.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) shards: u16,
+    #[command(flatten)]
+    pub(crate) mesh: MeshArgs,
 }
 
 impl Backend {
@@ -57,11 +63,26 @@ impl Backend {
             .unwrap_or_else(|| self.adapter.default_url())
     }
 
-    /// A builder with these shards and this adapter; bad adapter settings are usage errors.
-    pub(crate) fn builder(&self) -> Result<EventBusConfigBuilder> {
-        Ok(net_sdk::EventBusConfig::builder()
-            .shards(self.shards)
-            .adapter(adapter_config(self.adapter, self.url(), &self.stream)?))
+    /// Starts a bus on this backend, with `configure` applied to its settings, and checks
+    /// the backend answers.
+    pub(crate) async fn open_bus(
+        &self,
+        configure: impl FnOnce(EventBusConfigBuilder) -> EventBusConfigBuilder,
+    ) -> Result<EventBus> {
+        let what = self.describe();
+        let builder = net_sdk::EventBusConfig::builder().shards(self.shards);
+        let builder = match self.adapter {
+            StoreKind::Net => {
+                let adapter = self.mesh.connect(self.shards).await?;
+                builder.adapter(AdapterInstance::new(adapter))
+            }
+            kind => builder.adapter(adapter_config(kind, self.url(), &self.stream)?),
+        };
+        let bus = start_bus(configure(builder), &what).await?;
+        if self.adapter != StoreKind::Net {
+            check_reachable(&bus, &what).await?;
+        }
+        Ok(bus)
     }
 
     /// A short description for messages, without any password.
@@ -70,6 +91,7 @@ impl Backend {
         match self.adapter {
             StoreKind::Redis => format!("redis at {url}"),
             StoreKind::Jetstream => format!("jetstream at {url}"),
+            StoreKind::Net => self.mesh.describe(),
         }
     }
 }
@@ -82,6 +104,7 @@ pub(crate) fn adapter_config(kind: StoreKind, url: &str, stream: &str) -> Result
             config.validate().map_err(|e| usage(e.to_string()))?;
             Ok(AdapterConfig::redis(config))
         }
+        StoreKind::Net => Err(usage("the mesh is configured with --peer, not a URL")),
         StoreKind::Jetstream => {
             let config = JetStreamAdapterConfig::new(url, stream);
             config.validate().map_err(|e| {

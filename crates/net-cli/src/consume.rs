@@ -5,7 +5,7 @@
 //! been printed. A run that is stopped prints the rest of its current page before it saves
 //! the cursor, so the next run starts right after the last printed event.
 
-use crate::backend::{check_reachable, start_bus, Backend};
+use crate::backend::Backend;
 use crate::exit::usage;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -130,9 +130,8 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<ExitCode> {
         }
     }
     let what = args.backend.describe();
-    let bus = start_bus(args.backend.builder()?, &what).await?;
+    let bus = args.backend.open_bus(|builder| builder).await?;
     let result = async {
-        check_reachable(&bus, &what).await?;
         match &args.cursor_file {
             Some(path) => {
                 let store = FileCursor::new(path.clone());

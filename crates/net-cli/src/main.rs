@@ -9,6 +9,7 @@ mod bench;
 mod consume;
 mod exit;
 mod histogram;
+mod mesh;
 mod produce;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,10 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Like `consume --follow`: print stored events, then wait for new ones until Ctrl-C.
     Tail(consume::ConsumeArgs),
+    /// Run a mesh node: accept peers, store what they send, answer their polls, until Ctrl-C.
+    Node(mesh::NodeArgs),
+    /// Create a node identity file (mode 0600) and print its node id.
+    Keygen(mesh::KeygenArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,7 +54,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return exit::clap_error(&err),
     };
-    let log_default = "error";
+    let log_default = match cli.command {
+        Command::Node(_) => "info",
+        _ => "error",
+    };
     exit::init_logging(log_default);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -67,6 +75,8 @@ fn main() -> ExitCode {
                 args.follow = true;
                 consume::run(args).await
             }
+            Command::Node(args) => mesh::node(args).await,
+            Command::Keygen(args) => mesh::keygen(args),
         }
     });
     // Do not wait for tasks a failed command may have left behind.

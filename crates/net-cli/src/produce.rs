@@ -7,7 +7,7 @@
 //! line but exits with status 3 when any line was invalid. With `--key`, events are routed by
 //! the value of that field, so the events of one key keep their order.
 
-use crate::backend::{check_reachable, start_bus, Backend};
+use crate::backend::Backend;
 use crate::exit::INVALID_INPUT;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -91,19 +91,20 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<ExitCode> {
     let what = args.backend.describe();
     let last_drop: Arc<Mutex<Option<String>>> = Arc::default();
     let observer = last_drop.clone();
-    let builder = args
+    let bus = args
         .backend
-        .builder()?
-        .backpressure(BackpressureMode::Block)
-        .on_drop(move |dropped| {
-            let reason = dropped
-                .error
-                .clone()
-                .unwrap_or_else(|| format!("{:?}", dropped.reason));
-            *observer.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
-        });
-    let bus = start_bus(builder, &what).await?;
-    check_reachable(&bus, &what).await?;
+        .open_bus(|builder| {
+            builder
+                .backpressure(BackpressureMode::Block)
+                .on_drop(move |dropped| {
+                    let reason = dropped
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| format!("{:?}", dropped.reason));
+                    *observer.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+                })
+        })
+        .await?;
 
     let mut reader = input;
     let mut line = Vec::new();

@@ -1,0 +1,397 @@
+//! `net keygen` and `net node`, and the mesh flags `produce` and `consume` take with
+//! `--adapter net`.
+//!
+//! A node listens for peers, stores what they send it (in memory, Redis, JetStream, or by
+//! forwarding it to the nodes it dials) and answers their polls. Every connection is a Noise
+//! session bound to the nodes' ed25519 identities; with a pre-shared key, peers without it
+//! cannot complete the handshake.
+
+use crate::backend::{adapter_config, StoreKind};
+use crate::exit::usage;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use net_mesh::{EntityKeypair, MeshError, NetAdapter, NetAdapterConfig, NodeId, ShardRange};
+use net_sdk::{Adapter, AdapterFactory, MemoryAdapter, MemoryAdapterConfig};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Flags of `net keygen`.
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// Where to write the new identity (created with mode 0600).
+    #[arg(long, short = 'o', default_value = "node.key")]
+    out: PathBuf,
+    /// Replace an existing identity file (its node id is lost).
+    #[arg(long)]
+    force: bool,
+    /// Also write a new random pre-shared key to this file (64 hex digits, mode 0600); give
+    /// the same file to every node of the mesh with --psk-file.
+    #[arg(long)]
+    psk: Option<PathBuf>,
+}
+
+/// The mesh flags shared by `node`, `produce` and `consume`.
+#[derive(Clone, Debug, Default, Args)]
+pub(crate) struct MeshArgs {
+    /// A node to connect to, as host:port (repeat for several); redialed with backoff
+    /// whenever the connection drops.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub(crate) peers: Vec<String>,
+    /// Identity file written by `net keygen` (without it, a fresh identity is made for this
+    /// run; nodes with an --allow list will then refuse it).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) identity: Option<PathBuf>,
+    /// File holding the mesh's pre-shared key (64 hex digits, as `net keygen --psk` writes).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) psk_file: Option<PathBuf>,
+    /// Accept only these node ids as peers (repeat for several; default: any node that
+    /// completes the handshake).
+    #[arg(long = "allow", value_name = "NODE_ID")]
+    pub(crate) allow: Vec<String>,
+    /// How long to wait for connected peers that store every shard, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) connect_timeout_ms: u64,
+}
+
+/// Writes `bytes` to `path` with mode 0600 (on Unix), through a temporary file renamed into
+/// place.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Runs `net keygen`.
+pub(crate) fn keygen(args: KeygenArgs) -> Result<ExitCode> {
+    for path in std::iter::once(&args.out).chain(args.psk.as_ref()) {
+        if path.exists() && !args.force {
+            return Err(usage(format!(
+                "{} already exists (use --force to replace it)",
+                path.display()
+            )));
+        }
+    }
+    let keypair = EntityKeypair::generate().context("generate a keypair")?;
+    keypair
+        .save(&args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    if let Some(path) = &args.psk {
+        let mut psk = [0u8; 32];
+        getrandom::fill(&mut psk).map_err(|e| anyhow::anyhow!("generate a pre-shared key: {e}"))?;
+        let hex: String = psk.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(path, format!("{hex}\n").as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{}", keypair.node_id());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a pre-shared key file: 64 hex digits (surrounding whitespace ignored).
+fn read_psk(path: &Path) -> Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the pre-shared key file {}", path.display()))?;
+    let text = text.trim();
+    let bad = || {
+        usage(format!(
+            "pre-shared key file {} must hold 64 hex digits",
+            path.display()
+        ))
+    };
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(bad());
+    }
+    let mut psk = [0u8; 32];
+    for (i, byte) in psk.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(psk)
+}
+
+/// Loads an identity file, refusing missing, malformed or group/other-readable files.
+fn load_identity(path: &Path) -> Result<EntityKeypair> {
+    if !path.exists() {
+        return Err(usage(format!(
+            "identity file {} does not exist (create it with `net keygen -o {}`)",
+            path.display(),
+            path.display()
+        )));
+    }
+    EntityKeypair::load(path).map_err(|e| usage(e.to_string()))
+}
+
+impl MeshArgs {
+    /// The adapter settings these flags describe (dialing the peers, storing nothing).
+    pub(crate) fn config(&self) -> Result<NetAdapterConfig> {
+        let mut config = NetAdapterConfig::default();
+        for peer in &self.peers {
+            config = config.peer(peer);
+        }
+        if let Some(path) = &self.identity {
+            config = config.keypair(load_identity(path)?);
+        }
+        if let Some(path) = &self.psk_file {
+            config = config.psk(read_psk(path)?);
+        }
+        if !self.allow.is_empty() {
+            let ids = self
+                .allow
+                .iter()
+                .map(|id| {
+                    id.parse::<NodeId>()
+                        .map_err(|e| usage(format!("--allow {id}: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            config = config.allow(ids);
+        }
+        config
+            .validate()
+            .map_err(|e| usage(format!("invalid mesh setting: {e}")))?;
+        Ok(config)
+    }
+
+    /// A started adapter that dials the peers, once connected peers store every shard below
+    /// `shards`.
+    pub(crate) async fn connect(&self, shards: u16) -> Result<Arc<NetAdapter>> {
+        if self.peers.is_empty() {
+            return Err(usage("--adapter net needs at least one --peer"));
+        }
+        let adapter = Arc::new(new_adapter(self.config()?)?);
+        adapter.start().await.context("start the mesh adapter")?;
+        let timeout = Duration::from_millis(self.connect_timeout_ms);
+        for shard in 0..shards {
+            if !adapter.wait_for_coverage(shard, 1, timeout).await {
+                let peers = adapter.peers();
+                anyhow::bail!(
+                    "no connected peer stores shard {shard} after {} ms ({} of {} peers connected: \
+                     check the addresses, the pre-shared key and the peers' allow-lists)",
+                    self.connect_timeout_ms,
+                    peers.len(),
+                    self.peers.len()
+                );
+            }
+        }
+        Ok(adapter)
+    }
+
+    /// A short description for messages.
+    pub(crate) fn describe(&self) -> String {
+        format!("the mesh via {}", self.peers.join(", "))
+    }
+}
+
+fn new_adapter(config: NetAdapterConfig) -> Result<NetAdapter> {
+    NetAdapter::new(config).map_err(|e| match e {
+        MeshError::Config(reason) => usage(format!("invalid mesh setting: {reason}")),
+        other => anyhow::Error::new(other),
+    })
+}
+
+/// Where a node keeps what peers send it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StorageKind {
+    /// In this process's memory (lost when the node stops).
+    Memory,
+    /// Redis Streams at --storage-url.
+    Redis,
+    /// NATS JetStream at --storage-url.
+    Jetstream,
+    /// Nowhere here: every batch is forwarded to the --peer nodes, and acknowledged once one
+    /// of them stored it (a relay).
+    Forward,
+}
+
+/// Flags of `net node`.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// Address to accept peers on, e.g. 0.0.0.0:7777 (port 0 picks a free one; the address
+    /// is printed on standard output).
+    #[arg(long, default_value = "127.0.0.1:7777")]
+    listen: String,
+    #[command(flatten)]
+    mesh: MeshArgs,
+    /// Where this node stores the events peers send it.
+    #[arg(long, value_enum, default_value = "memory")]
+    storage: StorageKind,
+    /// Server URL of a redis or jetstream storage [default: the local server's usual port].
+    #[arg(long)]
+    storage_url: Option<String>,
+    /// Stream name (prefix) of a redis or jetstream storage.
+    #[arg(long, default_value = "net")]
+    storage_stream: String,
+    /// Events the memory storage keeps per shard (older ones are trimmed).
+    #[arg(long, default_value_t = 1_000_000)]
+    retain: usize,
+    /// Shards this node stores, as ranges such as 0-7,12 (default: every shard).
+    #[arg(long)]
+    stores: Option<String>,
+    /// Labels announced to peers, e.g. durable or region=eu (repeat for several).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+}
+
+/// Parses `0-7,12` into ranges.
+fn parse_ranges(text: &str) -> Result<Vec<ShardRange>> {
+    let bad = || usage(format!("--stores {text}: expected ranges such as 0-7,12"));
+    text.split(',')
+        .map(|part| {
+            let part = part.trim();
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let a: u16 = a.trim().parse().map_err(|_| bad())?;
+            let b: u16 = b.trim().parse().map_err(|_| bad())?;
+            if a > b {
+                return Err(bad());
+            }
+            Ok(ShardRange::new(a, b))
+        })
+        .collect()
+}
+
+/// Runs `net node` until Ctrl-C (or SIGTERM), then stops serving and flushes the storage.
+pub(crate) async fn node(args: NodeArgs) -> Result<ExitCode> {
+    if args.mesh.identity.is_none() {
+        return Err(usage(
+            "net node needs --identity (create one with `net keygen -o node.key`)",
+        ));
+    }
+    let mut config = args.mesh.config()?;
+    config = config.listen(&args.listen);
+    config
+        .validate()
+        .map_err(|e| usage(format!("invalid --listen: {e}")))?;
+    for range in match &args.stores {
+        Some(text) => parse_ranges(text)?,
+        None => vec![ShardRange::ALL],
+    } {
+        config = config.stores(range);
+    }
+    for tag in &args.tags {
+        config = config.tag(tag.clone());
+    }
+    let storage: Arc<dyn Adapter> = match args.storage {
+        StorageKind::Memory => Arc::new(MemoryAdapter::with_config(
+            MemoryAdapterConfig::default().max_events_per_shard(args.retain),
+        )),
+        StorageKind::Redis | StorageKind::Jetstream => {
+            let kind = if args.storage == StorageKind::Redis {
+                StoreKind::Redis
+            } else {
+                StoreKind::Jetstream
+            };
+            let url = args.storage_url.as_deref().unwrap_or(kind.default_url());
+            let mut adapter = adapter_config(kind, url, &args.storage_stream)?
+                .build()
+                .await
+                .map_err(|e| usage(e.to_string()))?;
+            adapter
+                .init()
+                .await
+                .with_context(|| format!("cannot open the {:?} storage", args.storage))?;
+            Arc::from(adapter)
+        }
+        StorageKind::Forward => {
+            if args.mesh.peers.is_empty() {
+                return Err(usage("--storage forward needs at least one --peer"));
+            }
+            // The relay dials the peers itself; the listening side dials nobody, so each pair
+            // of nodes shares one session.
+            let upstream = Arc::new(new_adapter(args.mesh.config()?)?);
+            upstream
+                .start()
+                .await
+                .context("start the forwarding link")?;
+            config.peers.clear();
+            upstream
+        }
+    };
+    let storage_name = storage.name().to_owned();
+    config = config.storage(storage.clone());
+    let adapter = new_adapter(config)?;
+    adapter
+        .start()
+        .await
+        .with_context(|| format!("cannot start the node on {}", args.listen))?;
+    let addr = adapter
+        .local_addr()
+        .map_or_else(|| args.listen.clone(), |a| a.to_string());
+    println!("node {} listening on {addr}", adapter.node_id());
+    std::io::stdout().flush()?;
+    tracing::info!(
+        node = %adapter.node_id(),
+        %addr,
+        storage = %storage_name,
+        peers = ?args.mesh.peers,
+        "node started"
+    );
+
+    // Sessions, their peers and failed handshakes are logged by the mesh itself.
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new requests; flushing the storage");
+    adapter.shutdown().await.context("stop the node")?;
+    storage.flush().await.context("flush the storage")?;
+    storage.shutdown().await.context("shut the storage down")?;
+    let (stored, duplicates) = adapter.stored_counts();
+    tracing::info!(batches = stored, duplicates, "node stopped");
+    eprintln!("node stopped: stored {stored} batches ({duplicates} duplicate deliveries dropped)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse() {
+        let r = parse_ranges("0-7, 12").unwrap();
+        assert_eq!(r, vec![ShardRange::new(0, 7), ShardRange::new(12, 12)]);
+        for bad in ["", "a", "7-3", "1-", "0-70000"] {
+            assert!(parse_ranges(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn psk_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk");
+        std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
+        assert_eq!(read_psk(&path).unwrap(), [0xab; 32]);
+        for bad in ["ab", &"zz".repeat(32), &"é".repeat(32)] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(read_psk(&path).is_err(), "{bad}");
+        }
+    }
+}
