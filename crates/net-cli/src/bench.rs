@@ -11,6 +11,7 @@
 use crate::backend::adapter_config;
 use crate::backend::{check_reachable, start_bus, StoreKind};
 use crate::histogram::Histogram;
+use crate::mesh::MeshArgs;
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use clap::{Args, ValueEnum};
@@ -36,6 +37,8 @@ pub(crate) enum BenchAdapter {
     Redis,
     /// NATS JetStream at `--url`.
     Jetstream,
+    /// The encrypted mesh: the `net node`s given with `--peer` store the events.
+    Net,
 }
 
 /// Flags of `net bench`.
@@ -78,6 +81,8 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    mesh: MeshArgs,
 }
 
 /// Nanoseconds since the Unix epoch, the clock of `insertion_ts`.
@@ -160,35 +165,38 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Runs `net bench`.
-pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode> {
-    let inner: AdapterConfig = match args.adapter {
+/// The adapter settings of every adapter but the mesh.
+fn bench_adapter_config(args: &BenchArgs) -> Result<AdapterConfig> {
+    let url = |kind: StoreKind| args.url.as_deref().unwrap_or(kind.default_url()).to_owned();
+    Ok(match args.adapter {
         BenchAdapter::Memory => AdapterConfig::memory_with(
             MemoryAdapterConfig::default().max_events_per_shard(args.retain),
         ),
-        BenchAdapter::Noop => AdapterConfig::noop(),
+        BenchAdapter::Noop | BenchAdapter::Net => AdapterConfig::noop(),
         BenchAdapter::Redis => {
-            let url = args
-                .url
-                .as_deref()
-                .unwrap_or(StoreKind::Redis.default_url());
-            adapter_config(StoreKind::Redis, url, &args.stream)?
+            adapter_config(StoreKind::Redis, &url(StoreKind::Redis), &args.stream)?
         }
-        BenchAdapter::Jetstream => {
-            let url = args
-                .url
-                .as_deref()
-                .unwrap_or(StoreKind::Jetstream.default_url());
-            adapter_config(StoreKind::Jetstream, url, &args.stream)?
-        }
+        BenchAdapter::Jetstream => adapter_config(
+            StoreKind::Jetstream,
+            &url(StoreKind::Jetstream),
+            &args.stream,
+        )?,
+    })
+}
+
+/// Runs `net bench`.
+pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode> {
+    let inner: Box<dyn Adapter> = match args.adapter {
+        BenchAdapter::Net => Box::new(args.mesh.connect(args.shards).await?),
+        _ => bench_adapter_config(&args)?
+            .build()
+            .await
+            .map_err(|e| crate::exit::usage(e.to_string()))?,
     };
     let adapter_name = format!("{:?}", args.adapter).to_lowercase();
     let ages = Arc::new(Mutex::new(Histogram::default()));
     let probe = LatencyProbe {
-        inner: inner
-            .build()
-            .await
-            .map_err(|e| crate::exit::usage(e.to_string()))?,
+        inner,
         ages: ages.clone(),
     };
     let builder = EventBusConfig::builder()

@@ -34,10 +34,14 @@ impl Node {
             .expect("read the node's first line");
         // `node <id> listening on <addr>`
         let words: Vec<&str> = line.split_whitespace().collect();
-        assert!(
-            words.len() == 5 && words[0] == "node" && words[2] == "listening",
-            "unexpected first line {line:?}"
-        );
+        if !(words.len() == 5 && words[0] == "node" && words[2] == "listening") {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("wait for the node");
+            panic!(
+                "unexpected first line {line:?}; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
         Node {
             addr: words[4].to_owned(),
             id: words[1].to_owned(),
@@ -211,6 +215,24 @@ fn events_cross_two_nodes_exactly_once_in_key_order() {
     ]);
     let line = one_error_line(&stranger, 1);
     assert!(line.contains("no connected peer stores shard"), "{line}");
+
+    // The bench drives the mesh too (through the relay, into B).
+    let output = run(&[
+        "bench",
+        "--adapter",
+        "net",
+        "--peer",
+        &a.addr,
+        "--psk-file",
+        psk,
+        "--events",
+        "20000",
+        "--json",
+    ]);
+    assert!(output.status.success(), "bench: {}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(report["events"], 20000);
+    assert_eq!(report["dropped"], 0);
 
     // Ctrl-C stops both nodes cleanly.
     for node in [a, b] {
