@@ -381,3 +381,69 @@ fn jetstream_round_trip_in_key_order() {
     assert_eq!(unique, input.iter().collect());
     assert_per_user_order(&seen);
 }
+
+#[test]
+fn tail_follows_new_events_and_stops_on_ctrl_c_with_the_cursor_saved() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let Some(redis) = Redis::start("tail_follows_new_events") else {
+        return;
+    };
+    let stream = unique_stream("tail");
+    let produce = |lines: &[String]| {
+        let mut args = vec!["produce"];
+        args.extend(backend(&redis, &stream));
+        let output = run_with_input(&args, (lines.join("\n") + "\n").as_bytes());
+        assert!(output.status.success(), "{}", stderr(&output));
+    };
+    let all = events(80, 3);
+    produce(&all[..50]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cursor = dir.path().join("tail.cursor");
+    let mut args = vec!["tail", "--max-wait-ms", "50"];
+    args.extend(backend(&redis, &stream));
+    args.extend(["--cursor-file", cursor.to_str().unwrap()]);
+    let mut child = support::net()
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start net tail");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut read = |n: usize| {
+        (0..n)
+            .map(|_| {
+                let mut line = String::new();
+                out.read_line(&mut line).expect("read a line");
+                line.trim_end().to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut seen = read(50);
+    // New events arrive while it waits.
+    produce(&all[50..]);
+    seen.extend(read(30));
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique, all.iter().collect());
+
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+    // The cursor covers everything printed: a new run has nothing to print.
+    assert!(consume(
+        &redis,
+        &stream,
+        &["--cursor-file", cursor.to_str().unwrap()]
+    )
+    .is_empty());
+}
