@@ -6,16 +6,19 @@
 //! is taken from one semaphore for the whole run before publishing starts, so two batches can
 //! never each hold half of the room and wait for the other.
 //!
-//! Reads: one page costs three requests whatever its size: a stream info (bounds of the
-//! stream, for stale and invalid cursors and `has_more`), the creation of an ephemeral pull
-//! consumer starting at `cursor + 1`, and one fetch of the whole page. The consumer is deleted
-//! in the background afterwards (and expires on its own if that fails).
+//! Reads: a page starts with a stream info (bounds of the stream, for stale and invalid
+//! cursors). Then, on the pull consumer path, an ephemeral pull consumer is created at
+//! `cursor + 1` and the whole page comes in one fetch; the consumer is deleted in the
+//! background afterwards (and expires on its own if that fails). On the batched direct get
+//! path (servers 2.11 and later, small pages by default) each request returns up to 1,000
+//! messages with no consumer at all. Both feed the same [`PageBuilder`], which decodes records,
+//! moves the cursor past corrupt ones and stops before a dangerous one.
 //!
 //! Streams are created on first use of a shard, once, even when several batches of that
 //! shard race (a `OnceCell` per shard); a creation that fails leaves the cell empty so a later
 //! call tries again.
 
-use crate::config::{redact_url, JetStreamAdapterConfig};
+use crate::config::{redact_url, JetStreamAdapterConfig, ReadPath};
 use crate::durable::{DurableConsumer, DurableConsumerConfig};
 use crate::{cursor, layout, record};
 use async_nats::header::NATS_MESSAGE_ID;
@@ -550,9 +553,42 @@ impl JetStreamAdapter {
         if budget == 0 || after == last {
             return Ok(page(Vec::new(), after, after < last));
         }
+        let batched = conn.client.is_server_compatible(2, 11, 0);
+        match self.config.read_path {
+            ReadPath::Auto if batched && budget <= DIRECT_AUTO_MAX => {
+                self.direct_page(conn, shard_id, &name, after, last, budget)
+                    .await
+            }
+            ReadPath::BatchDirectGet if batched => {
+                self.direct_page(conn, shard_id, &name, after, last, budget)
+                    .await
+            }
+            ReadPath::BatchDirectGet => Err(AdapterError::Fatal(format!(
+                "jetstream: read path BatchDirectGet needs nats-server 2.11 or later; the server \
+                 is {}",
+                conn.client.server_info().version
+            ))),
+            ReadPath::Auto | ReadPath::PullConsumer => {
+                self.consumer_page(conn, shard_id, &name, after, last, budget)
+                    .await
+            }
+        }
+    }
+
+    /// Reads one page through an ephemeral pull consumer starting at `after + 1`: one
+    /// consumer creation and one fetch for the whole page, then a background deletion.
+    async fn consumer_page(
+        &self,
+        conn: &Conn,
+        shard_id: u16,
+        name: &str,
+        after: u64,
+        last: u64,
+        budget: usize,
+    ) -> Result<ShardPollResult, AdapterError> {
         let stream = conn
             .js
-            .get_stream_no_info(&name)
+            .get_stream_no_info(name)
             .await
             .map_err(|err| AdapterError::Fatal(format!("jetstream: stream {name}: {err}")))?;
         bump(&self.counters.consumers_created, 1);
@@ -576,7 +612,7 @@ impl JetStreamAdapter {
             })?;
         let consumer_name = consumer.cached_info().name.clone();
         let result = self
-            .fetch_page(&consumer, shard_id, &name, after, last, budget)
+            .fetch_page(&consumer, shard_id, name, after, last, budget)
             .await;
         // The consumer is of no further use; deleting it must not delay the page.
         let deleted = self.counters.consumers_deleted.clone();
@@ -610,11 +646,7 @@ impl JetStreamAdapter {
             .map_err(|err| {
                 AdapterError::Transient(format!("jetstream: fetching from {name}: {}", chain(&err)))
             })?;
-        let mut events =
-            Vec::with_capacity(budget.min(usize::try_from(last - after).unwrap_or(budget)));
-        let mut position = after;
-        let mut pending = None;
-        let mut seen = 0usize;
+        let mut page = PageBuilder::new(self, shard_id, name, after, budget, last);
         while let Some(message) = messages.next().await {
             let message = message.map_err(|err| {
                 AdapterError::Transient(format!("jetstream: reading from {name}: {err}"))
@@ -624,52 +656,199 @@ impl JetStreamAdapter {
                     "jetstream: a message from {name} has no delivery metadata: {err}"
                 ))
             })?;
-            let sequence = info.stream_sequence;
-            let left = info.pending;
-            match record::decode(&message.payload, shard_id) {
-                record::Decoded::Event { raw, insertion_ts } => events.push(StoredEvent {
-                    id: sequence.to_string(),
-                    raw,
-                    insertion_ts,
-                    shard_id,
-                    dedup_id: message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(NATS_MESSAGE_ID))
-                        .map(|v| v.as_str().to_owned()),
-                }),
-                record::Decoded::Corrupt(reason) => {
-                    bump(&self.counters.corrupt_skipped, 1);
-                    tracing::warn!(stream = %name, sequence, %reason,
-                        "jetstream: skipping a corrupt record");
-                }
-                record::Decoded::Dangerous(reason) => {
-                    if position == after {
-                        // Nothing before it in this page: report it, at exactly this sequence.
-                        return Err(AdapterError::Fatal(format!(
-                            "jetstream: stream {name} sequence {sequence}: {reason}"
-                        )));
-                    }
-                    // Hand out what came before it; the next poll starts at it and fails there.
-                    return Ok(page(events, position, true));
-                }
+            let (sequence, left) = (info.stream_sequence, info.pending);
+            if let Some(stop) =
+                page.push(sequence, left, &message.payload, message.headers.as_ref())
+            {
+                return stop;
             }
-            position = sequence;
-            pending = Some(left);
-            seen += 1;
-            if seen == budget {
+            if page.seen == budget {
                 break;
             }
         }
-        let has_more = match pending {
+        Ok(page.finish(last))
+    }
+
+    /// Reads one page with batched direct gets (servers 2.11 and later): one request per
+    /// [`DIRECT_BATCH_MAX`] messages, answered by the stream itself, with no consumer.
+    async fn direct_page(
+        &self,
+        conn: &Conn,
+        shard_id: u16,
+        name: &str,
+        after: u64,
+        last: u64,
+        budget: usize,
+    ) -> Result<ShardPollResult, AdapterError> {
+        let mut page = PageBuilder::new(self, shard_id, name, after, budget, last);
+        let subject = format!("$JS.API.DIRECT.GET.{name}");
+        while page.seen < budget {
+            let want = (budget - page.seen).min(DIRECT_BATCH_MAX);
+            let start = page.position.saturating_add(1);
+            let inbox = conn.client.new_inbox();
+            let mut replies = conn.client.subscribe(inbox.clone()).await.map_err(|err| {
+                AdapterError::Connection(format!("jetstream: direct get on {name}: {err}"))
+            })?;
+            let request = serde_json::to_vec(&serde_json::json!({ "seq": start, "batch": want }))?;
+            bump(&self.counters.fetches, 1);
+            conn.client
+                .publish_with_reply(subject.clone(), inbox, request.into())
+                .await
+                .map_err(|err| {
+                    AdapterError::Connection(format!("jetstream: direct get on {name}: {err}"))
+                })?;
+            let mut got = 0usize;
+            while let Some(message) = replies.next().await {
+                let sequence = header_u64(&message, "Nats-Sequence");
+                let Some(sequence) = sequence else {
+                    // A control message: the end of the batch, or nothing (left) to send.
+                    match message.status.map(u16::from) {
+                        None | Some(204) | Some(404) => break,
+                        Some(status) => {
+                            return Err(AdapterError::Transient(format!(
+                                "jetstream: direct get on {name} answered {status} {}",
+                                message.description.as_deref().unwrap_or("")
+                            )))
+                        }
+                    }
+                };
+                let Some(left) = header_u64(&message, "Nats-Num-Pending") else {
+                    return Err(AdapterError::Fatal(format!(
+                        "jetstream: the server answered a batched direct get on {name} without \
+                         Nats-Num-Pending; it does not support batched reads"
+                    )));
+                };
+                if let Some(stop) =
+                    page.push(sequence, left, &message.payload, message.headers.as_ref())
+                {
+                    return stop;
+                }
+                got += 1;
+                if got == want {
+                    break;
+                }
+            }
+            if got < want || page.pending == Some(0) {
+                break;
+            }
+        }
+        Ok(page.finish(last))
+    }
+}
+
+/// The most messages one batched direct get returns (a server limit).
+const DIRECT_BATCH_MAX: usize = 1_000;
+
+/// The largest page `ReadPath::Auto` reads with a batched direct get. Measured on nats-server
+/// 2.15: a direct get answers a page of 1 to 10 messages in half the time of a pull consumer
+/// (one request instead of a creation and a fetch), the two are even at about 50 to 100, and
+/// beyond that the consumer streams messages two to three times faster.
+const DIRECT_AUTO_MAX: usize = 64;
+
+/// A header of `message` parsed as a number.
+fn header_u64(message: &async_nats::Message, name: &str) -> Option<u64> {
+    message
+        .headers
+        .as_ref()?
+        .get(name)?
+        .as_str()
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Builds one page from messages in stream order, whichever way they were read.
+struct PageBuilder<'a> {
+    counters: &'a Counters,
+    shard_id: u16,
+    name: &'a str,
+    /// The page's cursor on entry.
+    after: u64,
+    /// The sequence of the last message looked at.
+    position: u64,
+    /// Messages the server says remain after `position`.
+    pending: Option<u64>,
+    /// Messages looked at, decodable or not.
+    seen: usize,
+    events: Vec<StoredEvent>,
+}
+
+impl<'a> PageBuilder<'a> {
+    fn new(
+        adapter: &'a JetStreamAdapter,
+        shard_id: u16,
+        name: &'a str,
+        after: u64,
+        budget: usize,
+        last: u64,
+    ) -> Self {
+        let room = budget.min(usize::try_from(last.saturating_sub(after)).unwrap_or(budget));
+        Self {
+            counters: &adapter.counters,
+            shard_id,
+            name,
+            after,
+            position: after,
+            pending: None,
+            seen: 0,
+            events: Vec::with_capacity(room),
+        }
+    }
+
+    /// Takes the message at `sequence` with `left` messages after it. Returns the result of
+    /// the whole page when the page must end here (a dangerous record).
+    fn push(
+        &mut self,
+        sequence: u64,
+        left: u64,
+        payload: &Bytes,
+        headers: Option<&HeaderMap>,
+    ) -> Option<Result<ShardPollResult, AdapterError>> {
+        match record::decode(payload, self.shard_id) {
+            record::Decoded::Event { raw, insertion_ts } => self.events.push(StoredEvent {
+                id: sequence.to_string(),
+                raw,
+                insertion_ts,
+                shard_id: self.shard_id,
+                dedup_id: headers
+                    .and_then(|h| h.get(NATS_MESSAGE_ID))
+                    .map(|v| v.as_str().to_owned()),
+            }),
+            record::Decoded::Corrupt(reason) => {
+                bump(&self.counters.corrupt_skipped, 1);
+                tracing::warn!(stream = %self.name, sequence, %reason,
+                    "jetstream: skipping a corrupt record");
+            }
+            record::Decoded::Dangerous(reason) => {
+                if self.position == self.after {
+                    // Nothing before it in this page: report it, at exactly this sequence.
+                    return Some(Err(AdapterError::Fatal(format!(
+                        "jetstream: stream {} sequence {sequence}: {reason}",
+                        self.name
+                    ))));
+                }
+                // Hand out what came before it; the next poll starts at it and fails there.
+                let events = std::mem::take(&mut self.events);
+                return Some(Ok(page(events, self.position, true)));
+            }
+        }
+        self.position = sequence;
+        self.pending = Some(left);
+        self.seen += 1;
+        None
+    }
+
+    /// The page, once no more messages are wanted or available.
+    fn finish(mut self, last: u64) -> ShardPollResult {
+        let has_more = match self.pending {
             Some(left) => left > 0,
             // Nothing after `after` although it is below `last`: those messages were deleted.
             None => {
-                position = position.max(last);
+                self.position = self.position.max(last);
                 false
             }
         };
-        Ok(page(events, position, has_more))
+        page(self.events, self.position, has_more)
     }
 }
 

@@ -24,12 +24,14 @@
 //! # Reads
 //!
 //! `StoredEvent::id` is the stream sequence, and a cursor is the sequence of the last message
-//! read. A page costs three requests whatever its size (stream info, an ephemeral pull
-//! consumer starting at `cursor + 1`, one fetch of the page), never one per event. Corrupt
-//! records are skipped and the cursor moves past them; a record with `"r": null` or a shard id
-//! out of range stops the read with `Fatal` at exactly that sequence, after handing out the
-//! events before it. A cursor past the end is `InvalidCursor`; a cursor that retention already
-//! passed gives an empty page whose cursor is just before the earliest message.
+//! read. A page costs a fixed number of requests whatever its size, never one per event: a
+//! stream info, then either an ephemeral pull consumer starting at `cursor + 1` and one fetch
+//! of the page, or (servers 2.11 and later, small pages) one batched direct get; see
+//! [`ReadPath`]. Corrupt records are skipped and the cursor moves past them; a record with
+//! `"r": null` or a shard id out of range stops the read with `Fatal` at exactly that
+//! sequence, after handing out the events before it. A cursor past the end is
+//! `InvalidCursor`; a cursor that retention already passed gives an empty page whose cursor is
+//! just before the earliest message.
 //!
 //! For consumer-group reading with acks, see [`DurableConsumer`].
 //!
@@ -58,5 +60,5 @@ mod layout;
 mod record;
 
 pub use adapter::{JetStreamAdapter, JetStreamFault, RequestCounts};
-pub use config::{redact_url, DeliverPolicy, JetStreamAdapterConfig, SHARD_PLACEHOLDER};
+pub use config::{redact_url, DeliverPolicy, JetStreamAdapterConfig, ReadPath, SHARD_PLACEHOLDER};
 pub use durable::{Delivery, DurableConsumer, DurableConsumerConfig, DurableState, RecordError};

@@ -1,165 +1,25 @@
 //! Runs the net-adapter conformance kit against `JetStreamAdapter` on a real nats-server, one
-//! test per property, every hook provided.
+//! test per property, every hook provided (see `support/fixture.rs`), with the default read
+//! path.
 //!
-//! Each property gets a private server of its own (see `support`), so the properties can run
-//! in parallel and a failure leaves nothing behind.
+//! Each property gets a private server of its own, so the properties can run in parallel and a
+//! failure leaves nothing behind.
 
 mod support;
 
-use async_nats::jetstream;
-use futures_util::TryStreamExt;
-use net_adapter::conformance::{Capabilities, Fixture, HookError, HookResult};
-use net_adapter::{async_trait, Adapter};
-use net_adapter_jetstream::{JetStreamAdapter, JetStreamAdapterConfig, JetStreamFault};
-use std::sync::Arc;
-use std::time::Duration;
-use support::NatsServer;
+use net_adapter_jetstream::ReadPath;
+use support::fixture::{start, JetStreamFixture};
 
-/// A `JetStreamAdapter` with streams of its own on a server of its own.
-struct JetStreamFixture {
-    adapter: Arc<JetStreamAdapter>,
-    config: JetStreamAdapterConfig,
-    /// A separate connection for the hooks, as an operator's tool would be.
-    admin: jetstream::Context,
-    /// Kept alive for the fixture's lifetime; dropping it stops a private server.
-    _server: NatsServer,
-}
-
-/// Turns an error inside a hook into a hook failure.
-fn failed(what: &str, err: impl std::fmt::Display) -> HookError {
-    HookError::Failed(format!("{what}: {err}"))
-}
-
-impl JetStreamFixture {
-    /// Applies `change` to the configuration of `shard_id`'s stream (creating it first).
-    async fn update_stream(
-        &self,
-        shard_id: u16,
-        change: impl FnOnce(&mut jetstream::stream::Config),
-    ) -> HookResult {
-        self.adapter
-            .provision(shard_id)
-            .await
-            .map_err(|e| failed("provision", e))?;
-        let mut stream = self
-            .admin
-            .get_stream(self.config.stream_for(shard_id))
-            .await
-            .map_err(|e| failed("get stream", e))?;
-        let mut config = stream
-            .info()
-            .await
-            .map_err(|e| failed("stream info", e))?
-            .config
-            .clone();
-        change(&mut config);
-        self.admin
-            .update_stream(config)
-            .await
-            .map_err(|e| failed("update stream", e))?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Fixture for JetStreamFixture {
-    fn adapter(&self) -> Arc<dyn Adapter> {
-        self.adapter.clone()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default().persists_dedup_ids(true)
-    }
-
-    fn deadline(&self) -> Duration {
-        Duration::from_secs(20)
-    }
-
-    /// Publishes bytes that are not a record to the shard's subject, as a foreign writer
-    /// would.
-    async fn inject_corrupt(&self, shard_id: u16) -> HookResult {
-        self.adapter
-            .provision(shard_id)
-            .await
-            .map_err(|e| failed("provision", e))?;
-        let subject = self.config.subjects_for(shard_id).remove(0);
-        self.admin
-            .publish(subject, "\u{0}torn {\"r\":".into())
-            .await
-            .map_err(|e| failed("publish", e))?
-            .await
-            .map_err(|e| failed("publish ack", e))?;
-        Ok(())
-    }
-
-    /// Lowers the stream's max messages to `keep`: the server's own retention trims it.
-    async fn trim(&self, shard_id: u16, keep: usize) -> HookResult {
-        let keep = i64::try_from(keep).map_err(|e| failed("keep", e))?;
-        self.update_stream(shard_id, |config| config.max_messages = keep.max(1))
-            .await
-    }
-
-    /// Shrinks the stream's largest message to 16 bytes: the server refuses every publish of
-    /// the batch, as a misconfigured stream would.
-    async fn fail_next_batch_permanently(&self, shard_id: u16) -> HookResult {
-        self.update_stream(shard_id, |config| config.max_message_size = 16)
-            .await
-    }
-
-    async fn fail_next_batch_after_write(&self, shard_id: u16) -> HookResult {
-        self.adapter
-            .inject_fault(shard_id, JetStreamFault::AckLostAfterWrite);
-        Ok(())
-    }
-
-    async fn time_out_next_batch_after_write(&self, shard_id: u16) -> HookResult {
-        self.adapter
-            .inject_fault(shard_id, JetStreamFault::AckTimeoutAfterWrite);
-        Ok(())
-    }
-
-    /// Deletes every stream of the fixture (the server may be shared through `NATS_URL`).
-    async fn cleanup(&self) -> Result<(), String> {
-        let prefix = format!("{}_shard_", self.config.stream_name);
-        let names: Vec<String> = self
-            .admin
-            .stream_names()
-            .try_collect()
-            .await
-            .map_err(|e| format!("listing streams: {e}"))?;
-        for name in names.into_iter().filter(|n| n.starts_with(&prefix)) {
-            self.admin
-                .delete_stream(&name)
-                .await
-                .map_err(|e| format!("deleting {name}: {e}"))?;
-        }
-        Ok(())
-    }
-}
-
-/// Starts a server and an adapter on fresh stream names.
+/// A fresh fixture with the default read path.
 ///
 /// Without any server the kit cannot run at all: the skip is reported loudly and the test
 /// process ends successfully here (each property runs in a process of its own under nextest;
 /// under `cargo test` every test of this file would skip for the same reason). Under
 /// `CI=true` the harness fails instead.
 async fn fixture() -> JetStreamFixture {
-    let Some(server) = NatsServer::start("conformance") else {
-        std::process::exit(0);
-    };
-    let config = JetStreamAdapterConfig::new(server.url(), support::unique_name("conf"))
-        .request_timeout(Duration::from_secs(5));
-    let adapter = JetStreamAdapter::connect(config.clone())
-        .await
-        .expect("connect the adapter");
-    let client = async_nats::connect(server.url())
-        .await
-        .expect("connect the admin client");
-    JetStreamFixture {
-        adapter: Arc::new(adapter),
-        config,
-        admin: jetstream::new(client),
-        _server: server,
+    match start("conformance", ReadPath::Auto).await {
+        Some(fixture) => fixture,
+        None => std::process::exit(0),
     }
 }
 

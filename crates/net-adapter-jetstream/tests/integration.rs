@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use net_adapter::{Adapter, AdapterError, Batch, BatchEvent, StoredEvent};
 use net_adapter_jetstream::{
-    DurableConsumerConfig, JetStreamAdapter, JetStreamAdapterConfig, RecordError,
+    DurableConsumerConfig, JetStreamAdapter, JetStreamAdapterConfig, ReadPath, RecordError,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -515,4 +515,58 @@ async fn shutdown_is_bounded_and_reports_a_failed_drain() {
     ));
     adapter.shutdown().await.unwrap();
     assert!(!adapter.is_healthy().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_read_paths_return_the_same_pages() {
+    let Some(server) = NatsServer::start("read_paths") else {
+        return;
+    };
+    let config = config(&server, "paths");
+    let writer = JetStreamAdapter::connect(config.clone()).await.unwrap();
+    writer.on_batch(batch(0, 1, 0, 1_100)).await.unwrap();
+    admin(&server)
+        .await
+        .publish(config.subjects_for(0).remove(0), "torn".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    writer.on_batch(batch(0, 1, 1_100, 300)).await.unwrap();
+
+    let consumer = JetStreamAdapter::connect(config.clone().read_path(ReadPath::PullConsumer))
+        .await
+        .unwrap();
+    let direct = JetStreamAdapter::connect(config.clone().read_path(ReadPath::BatchDirectGet))
+        .await
+        .unwrap();
+    let batched = direct
+        .client()
+        .is_some_and(|client| client.is_server_compatible(2, 11, 0));
+    if !batched {
+        // The server cannot read in batches: the forced path says so instead of misreading.
+        let error = direct.poll_shard(0, None, 10).await.unwrap_err();
+        assert!(error.is_fatal(), "{error}");
+        assert!(error.to_string().contains("2.11"), "{error}");
+    }
+    for limit in [7, 64, 65, 1_000, 1_001, 5_000] {
+        let (want, want_pages) = read_all(&consumer, 0, limit).await;
+        assert_eq!(want.len(), 1_400, "limit {limit}");
+        assert_eq!(
+            want.iter().map(seq_of).collect::<Vec<_>>(),
+            (0..1_400).collect::<Vec<_>>()
+        );
+        if batched {
+            let (got, got_pages) = read_all(&direct, 0, limit).await;
+            assert_eq!(got, want, "limit {limit}");
+            assert_eq!(got_pages, want_pages, "limit {limit}");
+        }
+    }
+    if batched {
+        assert!(direct.request_counts().consumers_created == 0);
+    }
+    assert_eq!(consumer.request_counts().corrupt_skipped, 6);
+    for adapter in [writer, consumer, direct] {
+        adapter.shutdown().await.unwrap();
+    }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use async_nats::jetstream;
 use net_adapter::{Adapter, MAX_PAGE};
-use net_adapter_jetstream::{JetStreamAdapter, JetStreamAdapterConfig};
+use net_adapter_jetstream::{JetStreamAdapter, JetStreamAdapterConfig, ReadPath};
 use net_core::{ConsumeRequest, EventBus};
 
 use crate::plan::{raw_pool, Plan, Summary, PAYLOAD_BYTES};
@@ -35,6 +35,7 @@ const BARE: &str = "bare async-nats publish + ack, pipelined";
 const POLL: &str = "JetStreamAdapter poll back (bus.poll)";
 const DIRECT: &str = "JetStreamAdapter poll_shard, direct";
 const ONE_BY_ONE: &str = "direct_get_next_for_subject, one per request";
+const CONSUMER: &str = "JetStreamAdapter poll_shard, pull consumer path";
 
 /// A private nats-server for the length of the rows.
 struct Server {
@@ -57,16 +58,19 @@ impl Drop for Server {
 
 /// Starts a private server, or falls back to `NATS_URL`; `None` when neither is possible.
 fn start_server() -> Result<Option<Server>> {
-    let binary = std::env::var_os("PATH")
-        .and_then(|paths| {
+    // NATS_SERVER_BIN picks another binary, to measure another server version.
+    let chosen = std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from);
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
                 .map(|dir| dir.join("nats-server"))
                 .find(|candidate| candidate.is_file())
         })
-        .or_else(|| {
-            let debian = PathBuf::from("/usr/sbin/nats-server");
-            debian.is_file().then_some(debian)
-        });
+    };
+    let binary = chosen.or_else(on_path).or_else(|| {
+        let debian = PathBuf::from("/usr/sbin/nats-server");
+        debian.is_file().then_some(debian)
+    });
     let Some(binary) = binary else {
         return Ok(std::env::var("NATS_URL").ok().map(|url| Server {
             child: None,
@@ -112,6 +116,11 @@ struct Pass {
     one_by_one_events: u64,
     /// Requests per page of the direct read.
     requests_per_page: f64,
+    /// The direct read again through pull consumers, on servers where the default read path
+    /// is batched direct get.
+    consumer: Option<Duration>,
+    /// The server's version.
+    server: String,
 }
 
 /// What went wrong in the write and read halves of the repeats.
@@ -288,6 +297,30 @@ async fn pass(plan: &Plan, url: &str, round: usize, problems: &mut Problems) -> 
     let pages = (after.pages - before.pages).max(1);
     let requests_per_page = (after.api_requests() - before.api_requests()) as f64 / pages as f64;
 
+    let batched = adapter
+        .client()
+        .is_some_and(|client| client.is_server_compatible(2, 11, 0));
+    let server = adapter
+        .client()
+        .map(|client| client.server_info().version)
+        .unwrap_or_default();
+    let consumer = if batched {
+        let reader =
+            JetStreamAdapter::connect(config.clone().read_path(ReadPath::PullConsumer)).await?;
+        let started = Instant::now();
+        let read = poll_direct(&reader).await?;
+        let elapsed = started.elapsed();
+        if read != events {
+            problems.read.push(format!(
+                "poll_shard (pull consumer) read back {read} of {events} events"
+            ));
+        }
+        reader.shutdown().await?;
+        Some(elapsed)
+    } else {
+        None
+    };
+
     let limit = (events / 20).clamp(200, 5_000);
     let (one_by_one, one_by_one_events) = one_by_one(
         url,
@@ -305,6 +338,8 @@ async fn pass(plan: &Plan, url: &str, round: usize, problems: &mut Problems) -> 
         one_by_one,
         one_by_one_events,
         requests_per_page,
+        consumer,
+        server,
     })
 }
 
@@ -345,11 +380,17 @@ pub(crate) async fn rows(plan: &Plan) -> Result<Vec<Row>> {
         Summary::of(rates).context("no repeat was measured")
     };
     let all = |_: &Pass| events;
+    let server_version = passes.first().map(|p| p.server.clone()).unwrap_or_default();
+    let path = if passes.iter().any(|p| p.consumer.is_some()) {
+        "batched direct get, up to 1,000 messages per request"
+    } else {
+        "one ephemeral pull consumer and one fetch per page"
+    };
     let requests = passes
         .iter()
         .map(|p| p.requests_per_page)
         .fold(0.0, f64::max);
-    Ok(vec![
+    let mut rows = vec![
         Row::new(WRITE, Unit::EventsPerSec, rates(&all, |p| p.write)?)
             .baseline(BARE)
             .payload(PAYLOAD_BYTES)
@@ -376,8 +417,8 @@ pub(crate) async fn rows(plan: &Plan) -> Result<Vec<Row>> {
             .baseline(ONE_BY_ONE)
             .payload(PAYLOAD_BYTES)
             .note(format!(
-                "pages of up to {MAX_PAGE} events through one ephemeral pull consumer each; at \
-                 most {requests:.1} requests per page"
+                "pages of up to {MAX_PAGE} events, {path}; at most {requests:.1} requests per \
+                 page; nats-server {server_version}"
             )),
         Row::new(
             ONE_BY_ONE,
@@ -386,5 +427,18 @@ pub(crate) async fn rows(plan: &Plan) -> Result<Vec<Row>> {
         )
         .payload(PAYLOAD_BYTES)
         .note("one request per message, the read path this adapter replaces (shard 0 only)"),
-    ])
+    ];
+    let consumer: Vec<f64> = passes
+        .iter()
+        .filter_map(|p| p.consumer.map(|t| events / t.as_secs_f64().max(1e-9)))
+        .collect();
+    if let Some(summary) = Summary::of(consumer) {
+        rows.push(
+            Row::new(CONSUMER, Unit::EventsPerSec, summary)
+                .baseline(DIRECT)
+                .payload(PAYLOAD_BYTES)
+                .note("the same reads through ReadPath::PullConsumer, for comparison"),
+        );
+    }
+    Ok(rows)
 }

@@ -6,10 +6,13 @@
 //! the same port and store directory. A small shell watchdog kills the server if the test
 //! process dies without dropping it, so no server outlives its test.
 //!
+//! `NATS_SERVER_BIN` picks another binary (to run the suite against another server version).
 //! Without a `nats-server` binary the tests fall back to the server named by `NATS_URL` (those
 //! that must kill the server are skipped then). With neither, every test says loudly that it
 //! was skipped, and under `CI=true` it fails instead.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod fixture;
 
 use std::fs;
 use std::io::{Read as _, Write as _};
@@ -56,8 +59,12 @@ pub fn skip(test: &str, why: &str) {
     let _ = writeln!(stderr, "{line}");
 }
 
-/// The `nats-server` binary: on `PATH`, or where Debian installs it.
+/// The `nats-server` binary: the one `NATS_SERVER_BIN` names (to test another server
+/// version), else the one on `PATH`, else where Debian installs it.
 fn find_binary() -> Option<PathBuf> {
+    if let Some(chosen) = std::env::var_os("NATS_SERVER_BIN") {
+        return Some(PathBuf::from(chosen));
+    }
     let from_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("nats-server"))
