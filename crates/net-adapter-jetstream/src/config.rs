@@ -76,10 +76,9 @@ pub enum ReadPath {
 /// `subjects`, that is the single subject `{stream_name}.shard.{i}`. The adapter publishes to
 /// the first subject; further ones let other publishers feed a shard's stream directly.
 ///
-/// Build it with [`JetStreamAdapterConfig::new`] and the setters. `Debug` hides any password
-/// in [`url`](Self::url).
+/// Build it with [`JetStreamAdapterConfig::new`] and the setters, or as a struct literal ending
+/// in `..Default::default()`. `Debug` hides any password in [`url`](Self::url).
 #[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct JetStreamAdapterConfig {
     /// The NATS server, e.g. `nats://127.0.0.1:4222` (credentials may be given as
     /// `nats://user:password@host:port`; they never appear in logs or errors).
@@ -117,6 +116,13 @@ pub struct JetStreamAdapterConfig {
     pub max_pending_acks: usize,
     /// How pages are read (see [`ReadPath`]).
     pub read_path: ReadPath,
+}
+
+impl Default for JetStreamAdapterConfig {
+    /// A local server (`nats://127.0.0.1:4222`) and streams named `net_shard_{id}`.
+    fn default() -> Self {
+        Self::new("nats://127.0.0.1:4222", "net")
+    }
 }
 
 impl JetStreamAdapterConfig {
@@ -467,6 +473,20 @@ mod tests {
         );
         check(base().drain_timeout(Duration::ZERO), Some("drain_timeout"));
         check(base().max_pending_acks(0), Some("max_pending_acks"));
+    }
+
+    #[test]
+    fn the_documented_shape_builds_with_defaults() {
+        let config = JetStreamAdapterConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            stream_name: "orders".into(),
+            subjects: vec!["orders.in.{shard}".into()],
+            deliver_policy: DeliverPolicy::New,
+            ..Default::default()
+        };
+        check(config.clone(), None);
+        assert_eq!(config.subjects_for(2), ["orders.in.2"]);
+        check(JetStreamAdapterConfig::default(), None);
     }
 
     #[test]
