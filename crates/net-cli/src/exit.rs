@@ -6,6 +6,7 @@
 //! | 1 | failure: a backend could not be reached or refused a request, an I/O error, events lost |
 //! | 2 | usage: a bad flag or flag value, filter, URL, setting or cursor file |
 //! | 3 | invalid input: `produce --strict` met lines that are not JSON (the valid ones were stored) |
+//! | 130 | `produce` interrupted by Ctrl-C (the lines read before were stored) |
 //!
 //! An error is printed as one line on standard error, `error: <what>: <why>`, never with a
 //! backtrace.
@@ -20,6 +21,8 @@ pub(crate) const FAILURE: u8 = 1;
 pub(crate) const USAGE: u8 = 2;
 /// Invalid input lines under `produce --strict`.
 pub(crate) const INVALID_INPUT: u8 = 3;
+/// `produce` stopped by Ctrl-C (what it read before was stored).
+pub(crate) const INTERRUPTED: u8 = 130;
 
 /// An error caused by how the command was called; reported with status [`USAGE`].
 #[derive(Debug)]

@@ -24,7 +24,8 @@ use std::process::ExitCode;
     long_about = "Benchmark the net event bus and move JSON events through its backends.\n\n\
                   Exit status: 0 success, 1 failure (backend unreachable, I/O error, events \
                   lost), 2 usage error (bad flag, filter, URL or cursor file), 3 invalid input \
-                  lines under `produce --strict`.\n\n\
+                  lines under `produce --strict`, 130 `produce` interrupted by Ctrl-C (what it \
+                  read was stored).\n\n\
                   Logs go to standard error; set RUST_LOG (e.g. RUST_LOG=net_core=info) to see \
                   more of them."
 )]

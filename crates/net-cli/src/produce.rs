@@ -5,10 +5,11 @@
 //! `BackpressureMode::Block`, so none is refused) and the bus is flushed before the command
 //! exits, so nothing accepted is lost. With `--strict` the command still stores every valid
 //! line but exits with status 3 when any line was invalid. With `--key`, events are routed by
-//! the value of that field, so the events of one key keep their order.
+//! the value of that field, so the events of one key keep their order. Ctrl-C stops reading
+//! at the next line, stores what was read and exits with status 130.
 
 use crate::backend::Backend;
-use crate::exit::INVALID_INPUT;
+use crate::exit::{INTERRUPTED, INVALID_INPUT};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
@@ -17,6 +18,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Flags of `net produce`.
@@ -106,11 +108,26 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<ExitCode> {
         })
         .await?;
 
+    // Ctrl-C stops reading at the next line and still flushes what was accepted; a second
+    // Ctrl-C (for a reader blocked on a terminal) exits at once.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(i32::from(INTERRUPTED));
+            }
+        }
+    });
+
     let mut reader = input;
     let mut line = Vec::new();
     let (mut number, mut produced, mut invalid) = (0u64, 0u64, 0u64);
     let mut stderr = std::io::stderr().lock();
     let read_result: Result<()> = loop {
+        if interrupted.load(Ordering::SeqCst) {
+            break Ok(());
+        }
         line.clear();
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => break Ok(()),
@@ -122,18 +139,21 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<ExitCode> {
         if text.is_empty() {
             continue;
         }
-        let outcome = check_line(text, key.as_deref()).and_then(|event| {
-            bus.ingest_raw(event).map_err(|e| match e {
-                IngestionError::TooLarge { .. } => e.to_string(),
-                other => format!("not accepted: {other}"),
-            })
-        });
+        let outcome = match check_line(text, key.as_deref()) {
+            Ok(event) => match bus.ingest_raw(event) {
+                Ok(()) => Ok(()),
+                Err(e @ IngestionError::TooLarge { .. }) => Err(e.to_string()),
+                // Not the line's fault: the bus cannot take events at all.
+                Err(e) => break Err(anyhow::Error::new(e).context(format!("line {number}"))),
+            },
+            Err(reason) => Err(reason),
+        };
         match outcome {
             Ok(()) => produced += 1,
             Err(reason) => {
                 invalid += 1;
                 if invalid <= args.max_reports {
-                    writeln!(stderr, "warning: line {number}: {reason}; skipped")?;
+                    let _ = writeln!(stderr, "warning: line {number}: {reason}; skipped");
                 }
             }
         }
@@ -169,6 +189,13 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<ExitCode> {
             String::new()
         }
     )?;
+    if interrupted.load(Ordering::SeqCst) {
+        writeln!(
+            stderr,
+            "error: interrupted after line {number}; the {produced} events read before were stored"
+        )?;
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
     if args.strict && invalid > 0 {
         writeln!(
             stderr,

@@ -447,3 +447,63 @@ fn tail_follows_new_events_and_stops_on_ctrl_c_with_the_cursor_saved() {
     )
     .is_empty());
 }
+
+#[test]
+fn ctrl_c_stops_produce_and_keeps_what_it_read() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let Some(redis) = Redis::start("ctrl_c_stops_produce") else {
+        return;
+    };
+    let stream = unique_stream("interrupt");
+    let mut args = vec!["produce"];
+    args.extend(backend(&redis, &stream));
+    let mut child = support::net()
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start net produce");
+    let mut input = child.stdin.take().unwrap();
+    let mut n = 0;
+    let mut send = |count: usize| {
+        for _ in 0..count {
+            n += 1;
+            // Ignore a closed pipe: the command stops reading once interrupted.
+            let _ = writeln!(input, r#"{{"n":{n}}}"#);
+        }
+        let _ = input.flush();
+    };
+    send(500);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // The reader notices the interruption at its next line.
+    let mut status = None;
+    for _ in 0..100 {
+        send(1);
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = status.expect("produce stops after Ctrl-C");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let reported: usize = err
+        .split("the ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {err}"));
+    assert!(reported >= 500, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(consume(&redis, &stream, &[]).len(), reported, "{err}");
+}

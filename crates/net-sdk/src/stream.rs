@@ -132,8 +132,9 @@ impl CursorStore for MemoryCursor {
     }
 }
 
-/// How an [`EventStream`] reads.
+/// How an [`EventStream`] reads. Start from [`StreamOptions::default`] and use the setters.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct StreamOptions {
     /// Events asked for per poll (default 1,000; clamped by the bus to `MAX_POLL_LIMIT`).
     pub page_size: usize,
