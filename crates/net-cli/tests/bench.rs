@@ -62,6 +62,26 @@ fn json_output_parses() {
 }
 
 #[test]
+fn a_paced_run_takes_as_long_as_its_rate_says() {
+    let output = run(&[
+        "bench",
+        "--events",
+        "20000",
+        "--rate",
+        "100000",
+        "--json",
+        "--adapter",
+        "noop",
+    ]);
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(report["offered_rate"], 100000);
+    assert_eq!(report["dropped"], 0);
+    // The last events are due about 0.2 s after the start: pacing cannot finish sooner.
+    assert!(report["seconds"].as_f64().unwrap() >= 0.15, "{report}");
+}
+
+#[test]
 fn bad_flags_print_one_line() {
     for (args, code) in [
         (&["bench", "--events", "0"][..], 2),
