@@ -28,6 +28,36 @@ use std::time::Duration;
 use thiserror::Error;
 
 /// Where an [`EventStream`] keeps its cursor between runs.
+///
+/// Implement it to keep the cursor next to your own state, e.g. in the database transaction
+/// that records what a page did:
+///
+/// ```
+/// use net_sdk::CursorStore;
+/// use std::collections::HashMap;
+///
+/// /// Cursors of several consumers, by name.
+/// struct Named<'a> {
+///     name: &'a str,
+///     table: &'a mut HashMap<String, String>,
+/// }
+///
+/// impl CursorStore for Named<'_> {
+///     fn load(&mut self) -> std::io::Result<Option<String>> {
+///         Ok(self.table.get(self.name).cloned())
+///     }
+///     fn save(&mut self, cursor: &str) -> std::io::Result<()> {
+///         self.table.insert(self.name.to_owned(), cursor.to_owned());
+///         Ok(())
+///     }
+/// }
+///
+/// let mut table = HashMap::new();
+/// let mut store = Named { name: "billing", table: &mut table };
+/// store.save("AQID")?;
+/// assert_eq!(store.load()?.as_deref(), Some("AQID"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait CursorStore: Send {
     /// The saved cursor, or `None` when nothing was saved yet.
     fn load(&mut self) -> io::Result<Option<String>>;
@@ -104,6 +134,15 @@ impl CursorStore for FileCursor {
 }
 
 /// A cursor kept in memory only.
+///
+/// ```
+/// use net_sdk::{CursorStore, MemoryCursor};
+///
+/// let mut store = MemoryCursor::new(None);
+/// store.save("AQID")?;
+/// assert_eq!(store.get(), Some("AQID"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemoryCursor {
     cursor: Option<String>,
@@ -133,6 +172,21 @@ impl CursorStore for MemoryCursor {
 }
 
 /// How an [`EventStream`] reads. Start from [`StreamOptions::default`] and use the setters.
+///
+/// ```
+/// use net_sdk::{Filter, Ordering, StreamOptions};
+/// use std::time::Duration;
+///
+/// let options = StreamOptions::default()
+///     .page_size(500)
+///     .filter(Filter::parse(r#"{"type": "click"}"#).expect("a valid filter"))
+///     .ordering(Ordering::Timestamp)
+///     .follow(true)
+///     .backoff(Duration::from_millis(5), Duration::from_millis(500))
+///     .dedup_capacity(40_000);
+/// assert!(options.follow);
+/// assert_eq!(options.page_size, 500);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct StreamOptions {
