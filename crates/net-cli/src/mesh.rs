@@ -49,7 +49,8 @@ pub(crate) struct MeshArgs {
     pub(crate) psk_file: Option<PathBuf>,
     /// Accept only these node ids as peers (repeat for several; default: any node that
     /// completes the handshake).
-    #[arg(long = "allow", value_name = "NODE_ID")]
+    // Node ids are base64url and may start with `-`.
+    #[arg(long = "allow", value_name = "NODE_ID", allow_hyphen_values = true)]
     pub(crate) allow: Vec<String>,
     /// How long to wait for connected peers that store every shard, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
@@ -381,6 +382,19 @@ mod tests {
         for bad in ["", "a", "7-3", "1-", "0-70000"] {
             assert!(parse_ranges(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn node_ids_starting_with_a_hyphen_are_values() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            mesh: MeshArgs,
+        }
+        let cli = Cli::try_parse_from(["net", "--allow", "-GxY", "--peer", "a:1"]).unwrap();
+        assert_eq!(cli.mesh.allow, ["-GxY"]);
+        assert_eq!(cli.mesh.peers, ["a:1"]);
     }
 
     #[test]
