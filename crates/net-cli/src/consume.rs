@@ -31,8 +31,6 @@ pub(crate) enum OrderArg {
 /// Flags of `net consume` and `net tail`.
 #[derive(Debug, Args)]
 pub(crate) struct ConsumeArgs {
-    #[command(flatten)]
-    backend: Backend,
     /// File that keeps the position between runs: read at start (when it exists) and
     /// replaced atomically after each printed page. Without it every run starts at the
     /// earliest retained event.
@@ -68,6 +66,9 @@ pub(crate) struct ConsumeArgs {
     /// Longest wait between polls when following, in milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     max_wait_ms: u64,
+    /// The backend (its flags come last so the mesh heading closes the help).
+    #[command(flatten)]
+    backend: Backend,
 }
 
 /// Writes one event line.

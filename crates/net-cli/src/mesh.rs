@@ -33,15 +33,17 @@ pub(crate) struct KeygenArgs {
     psk: Option<PathBuf>,
 }
 
-/// The mesh flags shared by `node`, `produce` and `consume`.
+/// The mesh flags shared by `node`, and by `bench`, `produce` and `consume` with
+/// `--adapter net`.
 #[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Mesh (net node, and --adapter net)")]
 pub(crate) struct MeshArgs {
     /// A node to connect to, as host:port (repeat for several); redialed with backoff
     /// whenever the connection drops.
     #[arg(long = "peer", value_name = "ADDR")]
     pub(crate) peers: Vec<String>,
-    /// Identity file written by `net keygen` (without it, a fresh identity is made for this
-    /// run; nodes with an --allow list will then refuse it).
+    /// Identity file written by `net keygen` (required by `net node`; elsewhere, without it a
+    /// fresh identity is made for this run, which nodes with an --allow list refuse).
     #[arg(long, value_name = "FILE")]
     pub(crate) identity: Option<PathBuf>,
     /// File holding the mesh's pre-shared key (64 hex digits, as `net keygen --psk` writes).
@@ -52,7 +54,8 @@ pub(crate) struct MeshArgs {
     // Node ids are base64url and may start with `-`.
     #[arg(long = "allow", value_name = "NODE_ID", allow_hyphen_values = true)]
     pub(crate) allow: Vec<String>,
-    /// How long to wait for connected peers that store every shard, in milliseconds.
+    /// How long bench, produce and consume wait for connected peers that store every shard,
+    /// in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) connect_timeout_ms: u64,
 }
@@ -220,8 +223,6 @@ pub(crate) struct NodeArgs {
     /// is printed on standard output).
     #[arg(long, default_value = "127.0.0.1:7777")]
     listen: String,
-    #[command(flatten)]
-    mesh: MeshArgs,
     /// Where this node stores the events peers send it.
     #[arg(long, value_enum, default_value = "memory")]
     storage: StorageKind,
@@ -240,6 +241,9 @@ pub(crate) struct NodeArgs {
     /// Labels announced to peers, e.g. durable or region=eu (repeat for several).
     #[arg(long = "tag")]
     tags: Vec<String>,
+    /// Identity, peers, key and allow-list (last, under their own help heading).
+    #[command(flatten)]
+    mesh: MeshArgs,
 }
 
 /// Parses `0-7,12` into ranges.

@@ -24,8 +24,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Flags of `net produce`.
 #[derive(Debug, Args)]
 pub(crate) struct ProduceArgs {
-    #[command(flatten)]
-    backend: Backend,
     /// Read JSON lines from this file instead of standard input.
     #[arg(long, short = 'f')]
     file: Option<PathBuf>,
@@ -40,6 +38,9 @@ pub(crate) struct ProduceArgs {
     /// Print at most this many invalid-line reports (the count is always printed).
     #[arg(long, default_value_t = 100)]
     max_reports: u64,
+    /// The backend (its flags come last so the mesh heading closes the help).
+    #[command(flatten)]
+    backend: Backend,
 }
 
 /// Why a line was not ingested.
