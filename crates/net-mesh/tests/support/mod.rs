@@ -50,3 +50,6 @@ pub(crate) async fn pair() -> (NetAdapter, NetAdapter, Arc<MemoryAdapter>) {
     );
     (client, storage, memory)
 }
+
+pub(crate) mod journal;
+pub(crate) mod process;
