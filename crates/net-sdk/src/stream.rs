@@ -636,6 +636,70 @@ mod tests {
         bus.shutdown().await.unwrap();
     }
 
+    /// Hands out every stored event twice, as a backend that stored a retried batch again
+    /// would.
+    struct Doubling(net_adapter::MemoryAdapter);
+
+    #[async_trait::async_trait]
+    impl net_adapter::Adapter for Doubling {
+        async fn on_batch(
+            &self,
+            batch: std::sync::Arc<net_adapter::Batch>,
+        ) -> Result<(), net_adapter::AdapterError> {
+            self.0.on_batch(batch).await
+        }
+
+        async fn poll_shard(
+            &self,
+            shard_id: u16,
+            cursor: Option<&str>,
+            limit: usize,
+        ) -> Result<net_adapter::ShardPollResult, net_adapter::AdapterError> {
+            let mut page = self.0.poll_shard(shard_id, cursor, limit).await?;
+            page.events = page
+                .events
+                .into_iter()
+                .flat_map(|e| [e.clone(), e])
+                .collect();
+            Ok(page)
+        }
+
+        async fn flush(&self) -> Result<(), net_adapter::AdapterError> {
+            self.0.flush().await
+        }
+
+        async fn shutdown(&self) -> Result<(), net_adapter::AdapterError> {
+            self.0.shutdown().await
+        }
+
+        fn name(&self) -> &str {
+            "doubling"
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn copies_are_dropped() {
+        let config = EventBusConfig::builder()
+            .shards(2)
+            .adapter(AdapterConfig::custom(Doubling(
+                net_adapter::MemoryAdapter::new(),
+            )))
+            .build()
+            .unwrap();
+        let bus = EventBus::new(config).await.unwrap();
+        for n in 0..100 {
+            bus.ingest_typed(&serde_json::json!({ "n": n })).unwrap();
+        }
+        bus.flush().await.unwrap();
+        let mut stream =
+            EventStream::new(&bus, StreamOptions::default(), MemoryCursor::default()).unwrap();
+        let got = collect(&mut stream).await;
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert_eq!(stream.dedup().dropped(), 100);
+        drop(stream);
+        bus.shutdown().await.unwrap();
+    }
+
     #[test]
     fn file_cursor_round_trips_and_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
