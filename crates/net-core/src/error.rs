@@ -88,11 +88,20 @@ pub enum ConfigError {
         reason: String,
     },
     /// The adapter could not be built or initialised.
+    ///
+    /// The adapter's error is part of this message and deliberately not exposed as its
+    /// `source()`, so printing the error chain does not repeat it.
     #[error("adapter setup failed: {0}")]
-    Adapter(#[from] AdapterError),
+    Adapter(AdapterError),
     /// `EventBus::new` was called outside a tokio runtime.
     #[error("the event bus must be created inside a tokio runtime")]
     NoRuntime,
+}
+
+impl From<AdapterError> for ConfigError {
+    fn from(e: AdapterError) -> Self {
+        ConfigError::Adapter(e)
+    }
 }
 
 impl ConfigError {
@@ -101,5 +110,18 @@ impl ConfigError {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_adapter_failure_is_printed_once() {
+        let e = ConfigError::from(AdapterError::Fatal("bad stream".into()));
+        assert_eq!(e.to_string(), "adapter setup failed: fatal adapter error: bad stream");
+        assert!(e.source().is_none());
     }
 }
