@@ -22,6 +22,9 @@ pub enum AdapterConfig {
     /// NATS JetStream, a stream per shard (feature `jetstream`).
     #[cfg(feature = "jetstream")]
     JetStream(net_adapter_jetstream::JetStreamAdapterConfig),
+    /// The encrypted mesh: batches go to peer nodes (feature `net`).
+    #[cfg(feature = "net")]
+    Net(Box<net_mesh::NetAdapterConfig>),
     /// Any other adapter, built by a factory of your own.
     Custom(Arc<dyn AdapterFactory>),
 }
@@ -54,6 +57,41 @@ impl AdapterConfig {
         AdapterConfig::JetStream(config)
     }
 
+    /// The mesh adapter with default settings; chain [`AdapterConfig::listen`] and
+    /// [`AdapterConfig::peer`] (feature `net`).
+    #[cfg(feature = "net")]
+    pub fn net() -> Self {
+        AdapterConfig::Net(Box::default())
+    }
+
+    /// The mesh adapter with the given settings (feature `net`).
+    #[cfg(feature = "net")]
+    pub fn net_with(config: net_mesh::NetAdapterConfig) -> Self {
+        AdapterConfig::Net(Box::new(config))
+    }
+
+    /// Sets the mesh listen address (`"0.0.0.0:7777"`). On a variant other than `Net` this
+    /// starts a default mesh configuration (feature `net`).
+    #[cfg(feature = "net")]
+    pub fn listen(self, addr: impl AsRef<str>) -> Self {
+        AdapterConfig::Net(Box::new(self.into_net().listen(addr)))
+    }
+
+    /// Adds a mesh peer to dial (`"10.0.0.2:7777"`). On a variant other than `Net` this
+    /// starts a default mesh configuration (feature `net`).
+    #[cfg(feature = "net")]
+    pub fn peer(self, addr: impl AsRef<str>) -> Self {
+        AdapterConfig::Net(Box::new(self.into_net().peer(addr)))
+    }
+
+    #[cfg(feature = "net")]
+    fn into_net(self) -> net_mesh::NetAdapterConfig {
+        match self {
+            AdapterConfig::Net(config) => *config,
+            _ => net_mesh::NetAdapterConfig::default(),
+        }
+    }
+
     /// An adapter value you built yourself (wrap it in an `Arc` to keep a handle on it).
     pub fn custom(adapter: impl Adapter + 'static) -> Self {
         AdapterConfig::Custom(Arc::new(AdapterInstance::new(adapter)))
@@ -80,6 +118,13 @@ impl AdapterFactory for AdapterConfig {
                     config.clone(),
                 )))
             }
+            #[cfg(feature = "net")]
+            AdapterConfig::Net(config) => net_mesh::NetAdapter::new((**config).clone())
+                .map(|adapter| Box::new(adapter) as Box<dyn Adapter>)
+                .map_err(|err| ConfigError::Invalid {
+                    field: "adapter",
+                    reason: err.to_string(),
+                }),
             AdapterConfig::Custom(factory) => factory.build().await,
         }
     }

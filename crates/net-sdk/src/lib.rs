@@ -52,6 +52,8 @@ pub use net_core::{
     IngestionError, IngestionResult, Ordering, RawEvent, RetryPolicy, SamplingPolicy, ShardGap,
     StatsSnapshot, MAX_POLL_LIMIT,
 };
+#[cfg(feature = "net")]
+pub use net_mesh::{self as mesh, EntityKeypair, NetAdapter, NetAdapterConfig, NodeId};
 pub use stream::{CursorStore, EventStream, FileCursor, MemoryCursor, StreamError, StreamOptions};
 pub use typed::{DecodeEvent, IngestTyped};
 
