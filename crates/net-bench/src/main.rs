@@ -23,6 +23,7 @@ mod histogram;
 mod jetstream;
 mod latency;
 mod memory;
+mod mesh;
 mod plan;
 mod redis;
 mod report;
@@ -50,8 +51,8 @@ struct Options {
 
 /// The groups of rows, in the order they run: `ingest_raw` and the queues and channels,
 /// JSON `ingest`, MemoryAdapter write and poll, latency, heap, then the JetStream and Redis
-/// adapters (each on a private server) write and poll.
-const GROUPS: [&str; 7] = [
+/// adapters (each on a private server) write and poll, then the mesh between two nodes.
+const GROUPS: [&str; 8] = [
     "raw",
     "json",
     "memory",
@@ -59,6 +60,7 @@ const GROUPS: [&str; 7] = [
     "heap",
     "jetstream",
     "redis",
+    "mesh",
 ];
 
 /// The usage text.
@@ -69,7 +71,7 @@ const USAGE: &str = "usage: net-bench [--quick | --smoke] [--out DIR]
   --smoke    1 short repeat per row: checks that every row runs and the report is written
   --out DIR  where report.json, report.md and report.svg go (default: target/bench)
   --only G   only these comma-separated groups of rows: raw, json, memory, latency, heap,
-             jetstream, redis";
+             jetstream, redis, mesh";
 
 /// Parses the arguments (without the program name); `None` means help was asked for.
 fn parse(args: &[String]) -> Result<Option<Options>> {
@@ -132,6 +134,7 @@ async fn run(options: Options) -> Result<()> {
             "latency" => latency::rows(&plan).await?,
             "redis" => redis::rows(&plan).await?,
             "jetstream" => jetstream::rows(&plan).await?,
+            "mesh" => mesh::rows(&plan).await?,
             _ => heap::rows(&plan).await?,
         });
     }
