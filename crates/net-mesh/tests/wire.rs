@@ -11,7 +11,7 @@ use net_adapter::{Adapter, AdapterError, Batch, BatchEvent, MemoryAdapter};
 use net_mesh::{EntityKeypair, NetAdapter, NoPeerPolicy, ShardRange};
 use parking_lot::Mutex;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::{client_node, pair, storage_node, test_config};
@@ -47,6 +47,15 @@ struct Tap {
     wire: Arc<Mutex<Vec<u8>>>,
     connections: Arc<AtomicUsize>,
     tamper: Arc<Mutex<Tamper>>,
+    /// While set, the tap stops reading in both directions (a peer gone silent).
+    frozen: Arc<AtomicBool>,
+}
+
+/// Waits while `frozen` is set.
+async fn thaw(frozen: &AtomicBool) {
+    while frozen.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 impl Tap {
@@ -57,11 +66,13 @@ impl Tap {
             wire: Arc::default(),
             connections: Arc::default(),
             tamper: Arc::new(Mutex::new(Tamper::None)),
+            frozen: Arc::default(),
         };
-        let (wire, connections, tamper) = (
+        let (wire, connections, tamper, frozen) = (
             tap.wire.clone(),
             tap.connections.clone(),
             tap.tamper.clone(),
+            tap.frozen.clone(),
         );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -71,12 +82,13 @@ impl Tap {
                 };
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
-                let (wire_up, tamper) = (wire.clone(), tamper.clone());
+                let (wire_up, tamper, frozen_up) = (wire.clone(), tamper.clone(), frozen.clone());
                 tokio::spawn(async move {
                     // Client to server, record by record.
                     let mut pending = Vec::new();
                     let mut buf = vec![0u8; 70_000];
                     loop {
+                        thaw(&frozen_up).await;
                         let n = match cr.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
@@ -104,10 +116,11 @@ impl Tap {
                     }
                     let _ = sw.shutdown().await;
                 });
-                let wire_down = wire.clone();
+                let (wire_down, frozen_down) = (wire.clone(), frozen.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 70_000];
                     loop {
+                        thaw(&frozen_down).await;
                         let n = match sr.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
@@ -412,4 +425,44 @@ async fn large_batches_are_fragmented_across_records() {
         }
     }
     assert_eq!(total, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_keep_idle_sessions_up_and_silent_peers_are_dropped() {
+    let memory = Arc::new(MemoryAdapter::new());
+    let mut config = test_config()
+        .stores(ShardRange::ALL)
+        .storage(memory.clone() as Arc<dyn Adapter>);
+    config.ping_interval = Duration::from_millis(100);
+    config.idle_timeout = Duration::from_millis(500);
+    let storage = NetAdapter::new(config).unwrap();
+    storage.start().await.unwrap();
+    let tap = Tap::start(storage.local_addr().unwrap()).await;
+    let mut config = test_config().peer(tap.addr.to_string());
+    config.ping_interval = Duration::from_millis(100);
+    config.idle_timeout = Duration::from_millis(500);
+    let client = NetAdapter::new(config).unwrap();
+    client.start().await.unwrap();
+    assert!(client.wait_for_coverage(0, 1, Duration::from_secs(5)).await);
+
+    // Idle for several liveness timeouts: pings keep the one session up.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(tap.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(client.peers().len(), 1);
+
+    // The path goes silent: both sides drop the session.
+    tap.frozen.store(true, Ordering::SeqCst);
+    for _ in 0..100 {
+        if client.peers().is_empty() && storage.peers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(client.peers().is_empty() && storage.peers().is_empty());
+    // The path comes back: the client redials and works again.
+    tap.frozen.store(false, Ordering::SeqCst);
+    assert!(client.wait_for_coverage(0, 1, Duration::from_secs(5)).await);
+    assert!(tap.connections.load(Ordering::SeqCst) >= 2);
+    deliver(&client, batch(0, 0, &["back"])).await;
+    assert_eq!(memory.len(0), 1);
 }
