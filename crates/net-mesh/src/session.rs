@@ -4,7 +4,7 @@
 //! A [`Session`] is fed the bytes read from the peer ([`Session::handle_input`]) and the
 //! current time ([`Session::handle_timeout`]); it hands back the bytes to write
 //! ([`Session::take_output`]) and what happened ([`Session::poll_event`]). The tokio driver
-//! in [`crate::node`] is a thin loop around it, and the tests drive two sessions against
+//! (the private `node` module) is a thin loop around it, and the tests drive two sessions against
 //! each other in memory.
 //!
 //! # Wire format
