@@ -6,8 +6,8 @@
 //! tokio shows up under net-adapter's default features: a third-party adapter must be able to
 //! depend on net-adapter alone without pulling in a runtime. The `conformance` feature may
 //! bring tokio in, since adapter crates enable it only in their dev-dependencies.
-//! The Redis and JetStream adapters may not depend on net-core either (nor on each other's
-//! client), and no crate of the workspace may turn on async-nats's `server_2_10`+ features:
+//! The Redis and JetStream adapters and the mesh may not depend on net-core either (nor on a
+//! broker client they do not speak), and no crate of the workspace may turn on async-nats's `server_2_10`+ features:
 //! a 2.9 server silently ignores the settings they add, so they must not compile.
 
 use std::collections::BTreeSet;
@@ -53,6 +53,11 @@ fn rules() -> Vec<Rule> {
             package: "net-adapter-jetstream",
             default_features: vec!["net-core", "redis"],
             all_features: vec!["net-core", "redis"],
+        },
+        Rule {
+            package: "net-mesh",
+            default_features: vec!["net-core", "redis", "async-nats"],
+            all_features: vec!["net-core", "redis", "async-nats"],
         },
     ]
 }
