@@ -181,6 +181,10 @@ fn check_written(out: &std::path::Path, rows: usize) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // The mesh rows run their storage node in a second process: this same binary.
+    if let Some(code) = mesh::storage_process_entry() {
+        return code;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = match parse(&args) {
         Ok(Some(options)) => options,

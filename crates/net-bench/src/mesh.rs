@@ -1,15 +1,18 @@
 //! Mesh rows: batches between two nodes over TCP on loopback, the same record framing with
 //! and without encryption, and the raw ChaCha20-Poly1305 rate of one core.
 //!
-//! - `mesh on_batch`: a client `NetAdapter` sends batches of [`BATCH`] events to a storage
-//!   `NetAdapter` (which hands them to a Noop adapter), one batch in flight per shard as the
-//!   bus does, each call returning after the storage node acknowledged it;
-//! - `mesh framing`: one task encodes batch frames and writes them to a loopback socket, the
-//!   other reads, (decrypts,) reassembles and decodes them: the transport alone, with the
-//!   Noise session and with the same records in plaintext;
+//! - `mesh on_batch`: a client `NetAdapter` in this process sends batches of [`BATCH`] events
+//!   to a storage `NetAdapter` in a second process (this binary again, see
+//!   [`storage_process_entry`]) which hands them to a Noop adapter, one batch in flight per
+//!   shard as the bus does, each call returning after the storage node acknowledged it;
+//! - `mesh framing`: this process encodes batch frames and writes them to a loopback socket,
+//!   a second process reads, (decrypts,) reassembles and decodes them: the transport alone,
+//!   with a Noise session and with the same records in plaintext;
 //! - `ChaCha20-Poly1305`: sealing 64 KiB records in place with `ring` on one core, the bound
 //!   the encrypted rows cannot pass.
 
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,8 +58,37 @@ fn batches(events: u64) -> Vec<Arc<Batch>> {
         .collect()
 }
 
-/// One timed pass of `on_batch` between two nodes; returns events per second.
-async fn on_batch_pass(batches: &[Arc<Batch>]) -> Result<f64> {
+/// Environment variable that makes this binary run as the storage node of the mesh rows.
+const STORAGE_ENV: &str = "NET_BENCH_MESH_STORAGE";
+
+/// Runs the storage node when this process was started as one (the variable is set): listens
+/// on loopback, prints `READY <addr>`, serves until its standard input closes. Returns `None`
+/// in a normal run.
+pub(crate) fn storage_process_entry() -> Option<ExitCode> {
+    let role = std::env::var(STORAGE_ENV).ok()?;
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the tokio runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                match role.split_once(':') {
+                    Some((mode, expect)) => receiver_process(mode == "enc", expect.parse()?).await,
+                    None => storage_process().await,
+                }
+            })
+        });
+    Some(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("mesh storage process: {err:#}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// The storage node of the `on_batch` row.
+async fn storage_process() -> Result<()> {
     let storage = NetAdapter::new(
         NetAdapterConfig::default()
             .listen("127.0.0.1:0")
@@ -65,9 +97,123 @@ async fn on_batch_pass(batches: &[Arc<Batch>]) -> Result<f64> {
     )?;
     storage.start().await?;
     let addr = storage.local_addr().context("storage node not bound")?;
+    println!("READY {addr}");
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
+    })
+    .await?;
+    storage.shutdown().await?;
+    Ok(())
+}
+
+/// The receiving end of the framing rows: accepts one connection, (handshakes,) signals `G`,
+/// receives `expect` events, answers `D`.
+async fn receiver_process(encrypted: bool, expect: usize) -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("READY {}", listener.local_addr()?);
+    let (mut socket, _) = listener.accept().await?;
+    socket.set_nodelay(true)?;
+    let received = if encrypted {
+        let mut session = Session::new(
+            SessionConfig::new(EntityKeypair::generate()?),
+            Role::Responder,
+            Instant::now(),
+        )?;
+        handshake(&mut session, &mut socket).await?;
+        socket.write_all(b"G").await?;
+        encrypted_receive(&mut socket, &mut session, expect).await?
+    } else {
+        socket.write_all(b"G").await?;
+        plain_receive(&mut socket, expect).await?
+    };
+    if received != expect {
+        bail!("received {received} of {expect} events");
+    }
+    socket.write_all(b"D").await?;
+    Ok(())
+}
+
+/// Runs a Noise handshake over `socket` until the session is established.
+async fn handshake(session: &mut Session, socket: &mut TcpStream) -> Result<()> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let out = session.take_output();
+        if !out.is_empty() {
+            socket.write_all(&out).await?;
+        }
+        if session.is_established() {
+            while session.poll_event().is_some() {}
+            return Ok(());
+        }
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            bail!("peer closed during the handshake");
+        }
+        session.handle_input(&buf[..n])?;
+    }
+}
+
+/// Reads encrypted records, decodes batch frames; returns the events received.
+async fn encrypted_receive(
+    socket: &mut TcpStream,
+    session: &mut Session,
+    expect: usize,
+) -> Result<usize> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut events = 0;
+    while events < expect {
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("sender closed early");
+        }
+        session.handle_input(&chunk[..n])?;
+        while let Some(event) = session.poll_event() {
+            if let SessionEvent::Frame(Frame::Batch { batch, .. }) = event {
+                events += batch.events.len();
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// Starts this binary as a second process in `role`; returns it and the address it printed.
+async fn spawn_peer(role: String) -> Result<(std::process::Child, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .env(STORAGE_ENV, role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("could not start the second process")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    let addr = line
+        .strip_prefix("READY ")
+        .with_context(|| format!("second process said {line:?}"))?
+        .trim()
+        .to_owned();
+    Ok((child, addr))
+}
+
+/// One timed pass of `on_batch` from this process to a storage node in another; returns
+/// events per second.
+async fn on_batch_pass(batches: &[Arc<Batch>]) -> Result<f64> {
+    let (mut child, addr) = spawn_peer("node".into()).await?;
+    let result = client_pass(batches, &addr).await;
+    drop(child.stdin.take());
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    result
+}
+
+/// The client half of [`on_batch_pass`].
+async fn client_pass(batches: &[Arc<Batch>], addr: &str) -> Result<f64> {
     let client = Arc::new(NetAdapter::new(
         NetAdapterConfig::default()
-            .peer(addr.to_string())
+            .peer(addr)
             .keypair(EntityKeypair::generate()?),
     )?);
     client.start().await?;
@@ -98,40 +244,8 @@ async fn on_batch_pass(batches: &[Arc<Batch>]) -> Result<f64> {
     }
     let elapsed = started.elapsed();
     client.shutdown().await?;
-    storage.shutdown().await?;
     let events = batches.iter().map(|b| b.events.len()).sum::<usize>() as f64;
     Ok(events / elapsed.as_secs_f64().max(1e-9))
-}
-
-/// Two established sessions, handshake done in memory.
-fn session_pair() -> Result<(Session, Session)> {
-    let now = Instant::now();
-    let mut a = Session::new(
-        SessionConfig::new(EntityKeypair::generate()?),
-        Role::Initiator,
-        now,
-    )?;
-    let mut b = Session::new(
-        SessionConfig::new(EntityKeypair::generate()?),
-        Role::Responder,
-        now,
-    )?;
-    for _ in 0..4 {
-        let to_b = a.take_output();
-        if !to_b.is_empty() {
-            b.handle_input(&to_b)?;
-        }
-        let to_a = b.take_output();
-        if !to_a.is_empty() {
-            a.handle_input(&to_a)?;
-        }
-    }
-    if !(a.is_established() && b.is_established()) {
-        bail!("the in-memory handshake did not finish");
-    }
-    while a.poll_event().is_some() {}
-    while b.poll_event().is_some() {}
-    Ok((a, b))
 }
 
 /// Splits an encoded frame into plaintext records exactly as the session lays them out
@@ -157,7 +271,7 @@ fn plain_records(frame: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Reads plaintext records, reassembles and decodes frames; returns the events received.
-async fn plain_receive(mut socket: TcpStream, expect: usize) -> Result<usize> {
+async fn plain_receive(socket: &mut TcpStream, expect: usize) -> Result<usize> {
     let mut buf = Vec::with_capacity(1 << 20);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut frame: Vec<u8> = Vec::new();
@@ -202,15 +316,12 @@ async fn plain_receive(mut socket: TcpStream, expect: usize) -> Result<usize> {
     Ok(events)
 }
 
-/// One timed pass of the framing rows; returns events per second.
+/// One timed pass of the framing rows, to a receiver in a second process; returns events
+/// per second.
 async fn framing_pass(batches: &[Arc<Batch>], encrypted: bool) -> Result<f64> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (tx_socket, rx_socket) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    let (mut tx_socket, (rx_socket, _)) = (tx_socket?, rx_socket?);
-    tx_socket.set_nodelay(true)?;
     let expect: usize = batches.iter().map(|b| b.events.len()).sum();
-    let (mut sender, mut receiver) = session_pair()?;
+    let mode = if encrypted { "enc" } else { "plain" };
+    let (mut child, addr) = spawn_peer(format!("{mode}:{expect}")).await?;
     let frames: Vec<Vec<u8>> = batches
         .iter()
         .map(|b| {
@@ -221,28 +332,19 @@ async fn framing_pass(batches: &[Arc<Batch>], encrypted: bool) -> Result<f64> {
             .to_bytes()
         })
         .collect();
+    let mut socket = TcpStream::connect(&addr).await?;
+    socket.set_nodelay(true)?;
+    let mut sender = Session::new(
+        SessionConfig::new(EntityKeypair::generate()?),
+        Role::Initiator,
+        Instant::now(),
+    )?;
+    if encrypted {
+        handshake(&mut sender, &mut socket).await?;
+    }
+    let mut signal = [0u8; 1];
+    socket.read_exact(&mut signal).await?;
     let started = Instant::now();
-    let reader = tokio::spawn(async move {
-        if !encrypted {
-            return plain_receive(rx_socket, expect).await;
-        }
-        let mut socket = rx_socket;
-        let mut chunk = vec![0u8; 64 * 1024];
-        let mut events = 0;
-        while events < expect {
-            let n = socket.read(&mut chunk).await?;
-            if n == 0 {
-                bail!("sender closed early");
-            }
-            receiver.handle_input(&chunk[..n])?;
-            while let Some(event) = receiver.poll_event() {
-                if let SessionEvent::Frame(Frame::Batch { batch, .. }) = event {
-                    events += batch.events.len();
-                }
-            }
-        }
-        Ok(events)
-    });
     let mut out = Vec::with_capacity(256 * 1024);
     for frame in &frames {
         if encrypted {
@@ -251,13 +353,15 @@ async fn framing_pass(batches: &[Arc<Batch>], encrypted: bool) -> Result<f64> {
         } else {
             plain_records(frame, &mut out);
         }
-        tx_socket.write_all(&out).await?;
+        socket.write_all(&out).await?;
         out.clear();
     }
-    let received = reader.await??;
+    socket.read_exact(&mut signal).await?;
     let elapsed = started.elapsed();
-    if received != expect {
-        bail!("received {received} of {expect} events");
+    drop(child.stdin.take());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    if signal != *b"D" || !status.success() {
+        bail!("the receiving process did not confirm all {expect} events ({status})");
     }
     Ok(expect as f64 / elapsed.as_secs_f64().max(1e-9))
 }
@@ -290,7 +394,7 @@ fn chacha_pass(iterations: usize) -> Result<f64> {
 
 /// The mesh rows.
 pub(crate) async fn rows(plan: &Plan) -> Result<Vec<Row>> {
-    eprintln!("  mesh: two nodes on loopback, framing, ChaCha20-Poly1305");
+    eprintln!("  mesh: two processes on loopback, framing, ChaCha20-Poly1305");
     let events = plan.memory_events;
     let batches = batches(events);
     let seal_iterations = if plan.mode == Mode::Smoke {
@@ -313,11 +417,11 @@ pub(crate) async fn rows(plan: &Plan) -> Result<Vec<Row>> {
         })?);
     }
     let summary = |v: Vec<f64>| Summary::of(v).context("no repeat was measured");
-    let plain_name = "mesh framing over loopback, plaintext records";
-    let enc_name = "mesh framing over loopback, Noise encrypted";
+    let plain_name = "mesh framing, 2 processes on loopback, plaintext records";
+    let enc_name = "mesh framing, 2 processes on loopback, Noise encrypted";
     Ok(vec![
         Row::new(
-            "mesh on_batch, 2 nodes on loopback (encrypted, acked)",
+            "mesh on_batch, 2 processes on loopback (encrypted, acked)",
             Unit::EventsPerSec,
             summary(mesh)?,
         )
