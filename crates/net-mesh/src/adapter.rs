@@ -221,6 +221,15 @@ impl Adapter for NetAdapter {
 
     async fn on_batch(&self, batch: Arc<Batch>) -> Result<(), AdapterError> {
         self.check_open()?;
+        // Kind, request, shard, nonce, sequence and count, then 12 bytes and the payload per
+        // event: refuse what no peer would accept before sending anything.
+        let size = 31 + batch.events.iter().map(|e| 12 + e.raw.len()).sum::<usize>();
+        if size > self.node.config.max_frame {
+            return Err(AdapterError::Fatal(format!(
+                "net: batch of {size} bytes exceeds max_frame ({})",
+                self.node.config.max_frame
+            )));
+        }
         let want = self.node.config.replication;
         let covering = self.covering(batch.shard_id);
         if covering.len() < want {

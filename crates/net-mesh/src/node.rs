@@ -10,7 +10,7 @@
 use crate::config::NetAdapterConfig;
 use crate::frame::{Capabilities, CloseReason, Frame, RemoteError, PROTOCOL_VERSION};
 use crate::identity::NodeId;
-use crate::session::{Role, Session, SessionConfig, SessionEvent};
+use crate::session::{Role, Session, SessionConfig, SessionError, SessionEvent};
 use net_adapter::{Adapter, AdapterError, Batch, ShardPollResult};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -599,16 +599,14 @@ async fn write_loop(
         let mut closing = matches!(first, Frame::Close(_));
         {
             let mut s = session.lock();
-            if let Err(e) = s.send(&first) {
-                debug!(reason = %e, "mesh send failed");
+            if !send_one(&mut s, &first) {
                 break;
             }
             let mut n = 1;
             while !closing && n < WRITE_COALESCE {
                 let Ok(frame) = rx.try_recv() else { break };
                 closing = matches!(frame, Frame::Close(_));
-                if let Err(e) = s.send(&frame) {
-                    debug!(reason = %e, "mesh send failed");
+                if !send_one(&mut s, &frame) {
                     return;
                 }
                 n += 1;
@@ -627,4 +625,20 @@ async fn write_loop(
         }
     }
     let _ = writer.shutdown().await;
+}
+
+/// Encrypts one frame into the session's output. A frame above the size limit is dropped
+/// (its requester times out) without ending the session; any other failure ends it.
+fn send_one(session: &mut Session, frame: &Frame) -> bool {
+    match session.send(frame) {
+        Ok(()) => true,
+        Err(SessionError::TooLarge(size)) => {
+            warn!(size, "mesh frame above the size limit dropped");
+            true
+        }
+        Err(e) => {
+            debug!(reason = %e, "mesh send failed");
+            false
+        }
+    }
 }

@@ -310,6 +310,14 @@ async fn allow_list_refuses_unknown_node_ids() {
             .wait_for_coverage(0, 1, Duration::from_secs(5))
             .await
     );
+    // The listener registers the session once it has the dialer's Hello, which may come a
+    // moment after the dialer has the listener's.
+    for _ in 0..250 {
+        if !storage.peers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(storage.peers().len(), 1);
     assert_eq!(storage.peers()[0].id, friend.node_id());
 
@@ -465,4 +473,16 @@ async fn pings_keep_idle_sessions_up_and_silent_peers_are_dropped() {
     assert!(tap.connections.load(Ordering::SeqCst) >= 2);
     deliver(&client, batch(0, 0, &["back"])).await;
     assert_eq!(memory.len(0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_above_the_frame_limit_is_refused_as_fatal_and_the_session_lives() {
+    let (client, _storage, memory) = pair().await;
+    let big = "x".repeat(1 << 20);
+    let payloads: Vec<&str> = (0..70).map(|_| big.as_str()).collect();
+    let err = client.on_batch(batch(4, 0, &payloads)).await.unwrap_err();
+    assert!(err.is_fatal(), "{err:?}");
+    client.on_batch(batch(4, 0, &["small"])).await.unwrap();
+    assert_eq!(memory.len(4), 1);
+    assert_eq!(client.peers().len(), 1);
 }
