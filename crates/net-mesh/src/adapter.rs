@@ -362,3 +362,57 @@ where
     .await;
     results.into_iter().flatten().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::ShardRange;
+    use crate::session::{Role, Session};
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Dials `addr` with a session whose identity payload is signed by `forger` while
+    /// claiming `claimed`'s id; returns what the listener did after message three: `true`
+    /// when it closed the connection without a word.
+    async fn forged_handshake(
+        addr: SocketAddr,
+        claimed: EntityKeypair,
+        forger: EntityKeypair,
+    ) -> bool {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut session =
+            Session::new(SessionConfig::new(claimed), Role::Initiator, Instant::now()).unwrap();
+        session.forged_signer = Some(forger);
+        socket.write_all(&session.take_output()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        while !session.is_established() {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "listener closed before message two");
+            session.handle_input(&buf[..n]).unwrap();
+        }
+        socket.write_all(&session.take_output()).await.unwrap();
+        // Message three went out; an honest listener would now send its Hello.
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listener_refuses_a_signature_by_another_key_over_tcp() {
+        let storage = NetAdapter::new(
+            NetAdapterConfig::default()
+                .listen("127.0.0.1:0")
+                .stores(ShardRange::ALL),
+        )
+        .unwrap();
+        storage.start().await.unwrap();
+        let addr = storage.local_addr().unwrap();
+        let claimed = EntityKeypair::generate().unwrap();
+        let forger = EntityKeypair::generate().unwrap();
+        assert!(forged_handshake(addr, claimed.clone(), forger).await);
+        assert!(storage.peers().is_empty());
+        // The same client signing honestly gets a Hello back.
+        assert!(!forged_handshake(addr, claimed.clone(), claimed).await);
+    }
+}

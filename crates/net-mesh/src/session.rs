@@ -181,7 +181,7 @@ pub struct Session {
     records_received: u64,
     /// Test hook: sign the identity payload with this key instead of the node's own.
     #[cfg(test)]
-    forged_signer: Option<EntityKeypair>,
+    pub(crate) forged_signer: Option<EntityKeypair>,
 }
 
 impl std::fmt::Debug for Session {

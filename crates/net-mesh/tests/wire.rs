@@ -486,3 +486,35 @@ async fn a_batch_above_the_frame_limit_is_refused_as_fatal_and_the_session_lives
     assert_eq!(memory.len(4), 1);
     assert_eq!(client.peers().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_rekey_every_few_records_and_keep_working() {
+    let memory = Arc::new(MemoryAdapter::new());
+    let mut config = test_config()
+        .stores(ShardRange::ALL)
+        .storage(memory.clone() as Arc<dyn Adapter>);
+    config.rekey_after = 3;
+    let storage = NetAdapter::new(config).unwrap();
+    storage.start().await.unwrap();
+    let mut config = test_config().peer(storage.local_addr().unwrap().to_string());
+    config.rekey_after = 2;
+    let client = NetAdapter::new(config).unwrap();
+    client.start().await.unwrap();
+    assert!(client.wait_for_coverage(0, 1, Duration::from_secs(5)).await);
+    let big = "r".repeat(30_000);
+    for seq in 0..60u64 {
+        // Every fifth batch spans several records.
+        let payloads: Vec<&str> = if seq % 5 == 0 {
+            vec![big.as_str(); 5]
+        } else {
+            vec!["e"]
+        };
+        client
+            .on_batch(batch(6, seq * 10, &payloads))
+            .await
+            .unwrap();
+    }
+    let page = client.poll_shard(6, None, 10_000).await.unwrap();
+    assert_eq!(page.events.len(), 12 * 5 + 48);
+    assert_eq!(memory.len(6), 108);
+}
