@@ -1,6 +1,6 @@
 //! [`NetAdapterConfig`]: where a node listens, whom it dials, who it is and what it stores.
 
-use crate::frame::{Capabilities, ShardRange};
+use crate::frame::{Capabilities, ShardRange, MAX_RANGES, MAX_TAGS, MAX_TAG_LEN};
 use crate::identity::{EntityKeypair, NodeId};
 use net_adapter::Adapter;
 use std::fmt;
@@ -253,6 +253,17 @@ impl NetAdapterConfig {
         if self.max_frame < 1024 {
             return Err("max_frame must be at least 1024 bytes".into());
         }
+        if self.stores.len() > MAX_RANGES {
+            return Err(format!(
+                "at most {MAX_RANGES} shard ranges can be announced"
+            ));
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(format!("at most {MAX_TAGS} tags can be announced"));
+        }
+        if let Some(tag) = self.tags.iter().find(|t| t.len() > MAX_TAG_LEN) {
+            return Err(format!("tag {tag:?} is longer than {MAX_TAG_LEN} bytes"));
+        }
         Ok(())
     }
 }
@@ -289,6 +300,10 @@ mod tests {
         let mut c = NetAdapterConfig::default();
         c.idle_timeout = c.ping_interval;
         check(c, "idle_timeout");
+        check(
+            NetAdapterConfig::default().tag("x".repeat(300)),
+            "longer than",
+        );
     }
 
     #[test]
