@@ -478,3 +478,57 @@ fn closed_session_refuses_everything() {
         Err(SessionError::Closed)
     ));
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Any sequence of frames, cut into any pieces on the way, arrives whole and in order.
+        #[test]
+        fn frames_survive_any_chunking(
+            sizes in proptest::collection::vec(0usize..150_000, 1..6),
+            cuts in proptest::collection::vec(1usize..70_000, 1..40),
+            rekey_after in 1u64..8,
+        ) {
+            let mut ca = config(1);
+            ca.rekey_after = rekey_after;
+            let (mut a, mut b) = pair(ca, config(2));
+            pump(&mut a, &mut b);
+            a.poll_event();
+            b.poll_event();
+            let sent: Vec<Frame> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &size)| Frame::Batch {
+                    request: i as u64,
+                    batch: Arc::new(Batch {
+                        shard_id: 1,
+                        events: vec![BatchEvent {
+                            raw: Bytes::from(vec![i as u8; size]),
+                            insertion_ts: 0,
+                            shard_id: 1,
+                        }],
+                        sequence_start: i as u64,
+                        process_nonce: 9,
+                    }),
+                })
+                .collect();
+            for f in &sent {
+                a.send(f).unwrap();
+            }
+            let wire = a.take_output();
+            let mut rest = &wire[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let take = cuts[i % cuts.len()].min(rest.len());
+                b.handle_input(&rest[..take]).unwrap();
+                rest = &rest[take..];
+                i += 1;
+            }
+            prop_assert_eq!(frames(&mut b), sent);
+        }
+    }
+}
