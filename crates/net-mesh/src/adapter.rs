@@ -96,6 +96,7 @@ impl NetAdapter {
         session.handshake_timeout = config.handshake_timeout;
         session.max_frame = config.max_frame;
         session.rekey_after = config.rekey_after;
+        session.rekey_after_bytes = config.rekey_after_bytes;
         let storage = match (&config.storage, config.stores.is_empty()) {
             (Some(s), _) => Some(s.clone()),
             (None, false) => Some(Arc::new(MemoryAdapter::new()) as Arc<dyn Adapter>),

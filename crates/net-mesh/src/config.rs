@@ -74,6 +74,8 @@ pub struct NetAdapterConfig {
     pub max_frame: usize,
     /// Records sent before switching to a new key.
     pub rekey_after: u64,
+    /// Plaintext bytes sent before switching to a new key (whichever limit comes first).
+    pub rekey_after_bytes: u64,
     /// Handshakes the listener runs at once; further connections wait in the kernel backlog.
     pub max_handshakes: usize,
     invalid: Vec<String>,
@@ -103,6 +105,7 @@ impl Default for NetAdapterConfig {
             max_inflight: 256,
             max_frame: 64 << 20,
             rekey_after: 1 << 20,
+            rekey_after_bytes: 16 << 30,
             max_handshakes: 64,
             invalid: Vec::new(),
         }
@@ -244,6 +247,7 @@ impl NetAdapterConfig {
             ("max_inflight", self.max_inflight as u64),
             ("max_handshakes", self.max_handshakes as u64),
             ("rekey_after", self.rekey_after),
+            ("rekey_after_bytes", self.rekey_after_bytes),
         ];
         for (name, value) in counts {
             if value == 0 {

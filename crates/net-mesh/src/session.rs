@@ -73,11 +73,13 @@ pub struct SessionConfig {
     pub max_frame: usize,
     /// The sender switches to a new key after this many records.
     pub rekey_after: u64,
+    /// ... or after this many plaintext bytes, whichever comes first.
+    pub rekey_after_bytes: u64,
 }
 
 impl SessionConfig {
     /// Defaults around `keypair`: no psk, no allow-list, 10 s handshake timeout, 64 MiB
-    /// frames, rekey every 2^20 records.
+    /// frames, rekey every 2^20 records or 16 GiB, whichever comes first.
     pub fn new(keypair: EntityKeypair) -> Self {
         Self {
             keypair,
@@ -86,6 +88,7 @@ impl SessionConfig {
             handshake_timeout: Duration::from_secs(10),
             max_frame: 64 << 20,
             rekey_after: 1 << 20,
+            rekey_after_bytes: 16 << 30,
         }
     }
 }
@@ -177,6 +180,7 @@ pub struct Session {
     plaintext: Vec<u8>,
     encode_buf: Vec<u8>,
     sent_since_rekey: u64,
+    bytes_since_rekey: u64,
     records_sent: u64,
     records_received: u64,
     /// Test hook: sign the identity payload with this key instead of the node's own.
@@ -244,6 +248,7 @@ impl Session {
             plaintext: vec![0u8; MAX_NOISE_MESSAGE],
             encode_buf: Vec::new(),
             sent_since_rekey: 0,
+            bytes_since_rekey: 0,
             records_sent: 0,
             records_received: 0,
             #[cfg(test)]
@@ -630,12 +635,15 @@ impl Session {
                 rest = tail;
             }
         }
-        if self.sent_since_rekey >= self.config.rekey_after {
+        if self.sent_since_rekey >= self.config.rekey_after
+            || self.bytes_since_rekey >= self.config.rekey_after_bytes
+        {
             self.seal(&[RECORD_WHOLE], &Frame::Rekey.to_bytes())?;
             if let State::Transport(noise) = &mut self.state {
                 noise.rekey_outgoing();
             }
             self.sent_since_rekey = 0;
+            self.bytes_since_rekey = 0;
         }
         Ok(())
     }
@@ -658,6 +666,7 @@ impl Session {
         self.output[start..start + 2].copy_from_slice(&(n as u16).to_be_bytes());
         self.records_sent += 1;
         self.sent_since_rekey += 1;
+        self.bytes_since_rekey += plain_len as u64;
         Ok(())
     }
 }

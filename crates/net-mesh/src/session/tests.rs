@@ -532,3 +532,20 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn rekey_after_configured_bytes() {
+    let mut ca = config(1);
+    ca.rekey_after_bytes = 100_000;
+    let (mut a, mut b) = pair(ca, config(2));
+    pump(&mut a, &mut b);
+    a.poll_event();
+    b.poll_event();
+    // Each batch is about 50 KB in one record: a rekey record follows every second one.
+    for _ in 0..6 {
+        a.send(&big_batch(50, 1000)).unwrap();
+    }
+    pump(&mut a, &mut b);
+    assert_eq!(frames(&mut b).len(), 6);
+    assert_eq!(a.record_counts().0, 6 + 3);
+}
