@@ -21,9 +21,9 @@
 //!   never decrease.
 //!
 //! # Bounds
-//! `limit` is clamped to [`MAX_POLL_LIMIT`]. Each shard is asked for about twice its fair
-//! share of `limit` (at least 64), so a page can hold fewer than `limit` events while
-//! `has_more` is true. `limit == 0` fetches nothing but still reports whether data is waiting. A page without events whose cursor moved (retention trimmed the
+//! `limit` is clamped to [`MAX_POLL_LIMIT`]. Each shard is asked for its fair share of
+//! `limit` (at least 16), so a page can hold fewer than `limit` events while `has_more` is
+//! true. `limit == 0` fetches nothing but still reports whether data is waiting. A page without events whose cursor moved (retention trimmed the
 //! position, or only corrupt entries were found) is recorded as a [`ShardGap`] and the shard is
 //! polled again from the new position, a few times at most.
 
@@ -262,14 +262,15 @@ pub(crate) async fn poll(
 
 /// How many events to fetch from each shard for a poll of `limit` over `shards` shards.
 ///
-/// Fetching `limit` from every shard would read `shards` times more than one page can hold;
-/// twice a fair share leaves room for uneven shards while keeping the waste bounded. A page
-/// may therefore hold fewer than `limit` events while `has_more` is true.
+/// Fetching `limit` from every shard would read `shards` times more than one page can hold,
+/// and every event fetched but not returned is read again by the next poll (a round trip on
+/// a broker). So each shard is asked for its fair share, at least 16. A page can therefore
+/// hold fewer than `limit` events while `has_more` is true, when the shards are uneven.
 fn per_shard_limit(limit: usize, shards: usize) -> usize {
     if shards <= 1 {
         return limit;
     }
-    limit.div_ceil(shards).saturating_mul(2).max(64).min(limit)
+    limit.div_ceil(shards).max(16).min(limit)
 }
 
 struct Walked {
