@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn an_adapter_failure_is_printed_once() {
         let e = ConfigError::from(AdapterError::Fatal("bad stream".into()));
-        assert_eq!(e.to_string(), "adapter setup failed: fatal adapter error: bad stream");
+        assert_eq!(
+            e.to_string(),
+            "adapter setup failed: fatal adapter error: bad stream"
+        );
         assert!(e.source().is_none());
     }
 }

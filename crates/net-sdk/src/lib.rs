@@ -49,8 +49,8 @@ pub use net_core::{
     AdapterFactory, AdapterInstance, BackpressureMode, BatchConfig, ConfigError, ConsumeRequest,
     ConsumeResponse, ConsumerError, ConsumerResult, DropObserver, DropReason, DroppedEvents, Event,
     EventBus, EventBusConfig, EventBusConfigBuilder, EventBusStats, Filter, FilterError,
-    IngestionError, IngestionResult, Ordering, RawEvent, RetryPolicy, SamplingPolicy, ShardGap,
-    StatsSnapshot, MAX_POLL_LIMIT,
+    IngestionError, IngestionResult, Ordering, RawEvent, RetryPolicy, SamplingPolicy,
+    ScalingDecision, ScalingError, ScalingPolicy, ShardGap, StatsSnapshot, MAX_POLL_LIMIT,
 };
 #[cfg(feature = "net")]
 pub use net_mesh::{self as mesh, EntityKeypair, NetAdapter, NetAdapterConfig, NodeId};

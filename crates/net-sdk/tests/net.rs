@@ -3,11 +3,10 @@
 
 #![cfg(feature = "net")]
 
-use net_core::ScalingPolicy;
 use net_sdk::mesh::ShardRange;
 use net_sdk::{
     AdapterConfig, BackpressureMode, BatchConfig, ConfigError, ConsumeRequest, EventBus,
-    EventBusConfig, NetAdapter, NetAdapterConfig, RawEvent,
+    EventBusConfig, NetAdapter, NetAdapterConfig, RawEvent, ScalingPolicy,
 };
 use std::time::Duration;
 
