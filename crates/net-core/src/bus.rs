@@ -51,6 +51,9 @@ use tokio::task::JoinHandle;
 /// How long an idle worker sleeps before it looks at its ring again on its own.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 
+/// The resolution of tokio's timer.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 /// The closing bit of the state word; the other bits are the routing version.
 const CLOSING: u64 = 1 << 63;
 
@@ -464,7 +467,10 @@ async fn run_worker(inner: Arc<Inner>, shard: Arc<Shard>) {
         if events.len() < max_events && !max_delay.is_zero() {
             let age =
                 Duration::from_nanos(inner.clock.now_ns().saturating_sub(events[0].insertion_ts));
-            let deadline = Instant::now() + max_delay.saturating_sub(age);
+            // tokio's timer fires on its next 1 ms tick after the deadline, so aim up to 1 ms
+            // early: the batch then closes within max_delay rather than up to 1 ms after it.
+            let slack = TIMER_TICK.min(max_delay / 2);
+            let deadline = Instant::now() + max_delay.saturating_sub(age).saturating_sub(slack);
             while events.len() < max_events && !inner.urgent(&shard) {
                 let now = Instant::now();
                 if now >= deadline {
