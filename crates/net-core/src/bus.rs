@@ -877,19 +877,25 @@ impl Inner {
             shard.release_blocked();
         }
         let mut handles = std::mem::take(&mut *self.workers.lock());
-        let mut timed_out = false;
-        for handle in handles.iter_mut() {
-            if tokio::time::timeout_at(deadline, handle).await.is_err() {
-                timed_out = true;
+        // Handles before `joined` completed and their output was taken: they must not be
+        // polled again.
+        let mut joined = 0;
+        while joined < handles.len() {
+            if tokio::time::timeout_at(deadline, &mut handles[joined])
+                .await
+                .is_err()
+            {
                 break;
             }
+            joined += 1;
         }
-        if timed_out {
+        if joined < handles.len() {
+            let pending = &mut handles[joined..];
             self.aborting.store(true, SeqCst);
-            for handle in &handles {
+            for handle in pending.iter() {
                 handle.abort();
             }
-            for handle in handles.iter_mut() {
+            for handle in pending.iter_mut() {
                 // An aborted task ends at its next await; an adapter that blocks its thread
                 // cannot be interrupted, so do not wait for it forever.
                 let _ = tokio::time::timeout(Duration::from_secs(1), handle).await;

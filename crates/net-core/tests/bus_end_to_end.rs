@@ -428,3 +428,70 @@ async fn a_full_batch_is_dispatched_without_waiting_for_max_delay() {
     }
     bus.shutdown().await.unwrap();
 }
+
+/// Stores shard 0's batches at once and never answers for shard 1.
+struct HangsOnShardOne(MemoryAdapter);
+
+#[net_core::net_adapter::async_trait]
+impl net_core::net_adapter::Adapter for HangsOnShardOne {
+    async fn on_batch(
+        &self,
+        batch: Arc<net_core::net_adapter::Batch>,
+    ) -> Result<(), net_core::net_adapter::AdapterError> {
+        if batch.shard_id == 1 {
+            std::future::pending::<()>().await;
+        }
+        self.0.on_batch(batch).await
+    }
+    async fn poll_shard(
+        &self,
+        shard: u16,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<net_core::net_adapter::ShardPollResult, net_core::net_adapter::AdapterError> {
+        self.0.poll_shard(shard, cursor, limit).await
+    }
+    async fn flush(&self) -> Result<(), net_core::net_adapter::AdapterError> {
+        Ok(())
+    }
+    async fn shutdown(&self) -> Result<(), net_core::net_adapter::AdapterError> {
+        Ok(())
+    }
+    fn name(&self) -> &str {
+        "hangs-on-shard-one"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_deadline_drops_only_what_is_stuck_and_counts_it() {
+    // One worker finishes before the deadline and one is stuck in the adapter: shutdown must
+    // abort the stuck one, count its events dropped, and not touch the finished one again.
+    let adapter = Arc::new(HangsOnShardOne(MemoryAdapter::new()));
+    let bus = EventBus::new(
+        EventBusConfig::builder()
+            .shards(2)
+            .batch(BatchConfig::default().max_events(4).max_delay_ms(1))
+            .retry(net_core::RetryPolicy {
+                attempt_timeout: Duration::from_secs(3600),
+                ..net_core::RetryPolicy::default()
+            })
+            .shutdown_timeout(Duration::from_millis(300))
+            .adapter_instance(adapter.clone())
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    // Routing slots alternate between the shards, so hashes 0 and 1 land on shards 0 and 1.
+    for i in 0..20u64 {
+        bus.ingest_raw(RawEvent::from_bytes_with_hash(payload(0, i), i % 2))
+            .unwrap();
+    }
+    bus.shutdown_via_ref().await.unwrap();
+    let s = bus.stats().snapshot();
+    assert!(s.shutdown_was_lossy);
+    assert_eq!(s.events_dispatched, 10, "{s:?}");
+    assert_eq!(s.events_dropped, 10, "{s:?}");
+    assert_balanced(bus.stats());
+    assert_eq!(adapter.0.total_len(), 10);
+}
