@@ -304,7 +304,7 @@ mod script_stores_no_copies {
         });
         match outcome {
             Ok(Outcome::Passed { .. }) => {}
-            Ok(other) => support::loud(&format!("!! {other}")),
+            Ok(other) => net_testkit::loud(&format!("!! {other}")),
             Err(failure) => panic!("{failure}"),
         }
     }

@@ -3,10 +3,9 @@
 
 mod support;
 
+use net_testkit::{NatsServer, RedisServer};
 use std::collections::{HashMap, HashSet};
-use support::{
-    one_error_line, run, run_with_input, stderr, stdout, unique_stream, write_lines, Nats, Redis,
-};
+use support::{one_error_line, run, run_with_input, stderr, stdout, unique_stream, write_lines};
 
 /// `n` valid events over `users` keys, each with a per-user sequence number.
 fn events(n: usize, users: usize) -> Vec<String> {
@@ -20,7 +19,7 @@ fn events(n: usize, users: usize) -> Vec<String> {
         .collect()
 }
 
-fn backend<'a>(redis: &'a Redis, stream: &'a str) -> Vec<&'a str> {
+fn backend<'a>(redis: &'a RedisServer, stream: &'a str) -> Vec<&'a str> {
     vec![
         "--adapter",
         "redis",
@@ -31,7 +30,7 @@ fn backend<'a>(redis: &'a Redis, stream: &'a str) -> Vec<&'a str> {
     ]
 }
 
-fn consume(redis: &Redis, stream: &str, extra: &[&str]) -> Vec<String> {
+fn consume(redis: &RedisServer, stream: &str, extra: &[&str]) -> Vec<String> {
     let mut args = vec!["consume"];
     args.extend(backend(redis, stream));
     args.extend(extra);
@@ -46,7 +45,7 @@ fn consume(redis: &Redis, stream: &str, extra: &[&str]) -> Vec<String> {
 
 #[test]
 fn invalid_lines_are_reported_by_number_and_valid_ones_are_all_stored() {
-    let Some(redis) = Redis::start("invalid_lines_are_reported_by_number") else {
+    let Some(redis) = RedisServer::any("invalid_lines_are_reported_by_number") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -125,7 +124,7 @@ fn assert_per_user_order(lines: &[String]) {
 
 #[test]
 fn a_cursor_file_resumes_without_duplicates() {
-    let Some(redis) = Redis::start("a_cursor_file_resumes_without_duplicates") else {
+    let Some(redis) = RedisServer::any("a_cursor_file_resumes_without_duplicates") else {
         return;
     };
     let stream = unique_stream("cursor");
@@ -190,7 +189,7 @@ fn a_cursor_file_resumes_without_duplicates() {
 
 #[test]
 fn error_paths_print_one_line() {
-    let Some(redis) = Redis::start("error_paths_print_one_line") else {
+    let Some(redis) = RedisServer::any("error_paths_print_one_line") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -340,7 +339,7 @@ fn error_paths_print_one_line() {
 
 #[test]
 fn jetstream_round_trip_in_key_order() {
-    let Some(nats) = Nats::start("jetstream_round_trip_in_key_order") else {
+    let Some(nats) = NatsServer::any("jetstream_round_trip_in_key_order") else {
         return;
     };
     let stream = unique_stream("js").replace('-', "_");
@@ -386,7 +385,7 @@ fn jetstream_round_trip_in_key_order() {
 fn tail_follows_new_events_and_stops_on_ctrl_c_with_the_cursor_saved() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    let Some(redis) = Redis::start("tail_follows_new_events") else {
+    let Some(redis) = RedisServer::any("tail_follows_new_events") else {
         return;
     };
     let stream = unique_stream("tail");
@@ -452,7 +451,7 @@ fn tail_follows_new_events_and_stops_on_ctrl_c_with_the_cursor_saved() {
 fn ctrl_c_stops_produce_and_keeps_what_it_read() {
     use std::io::Write as _;
     use std::process::Stdio;
-    let Some(redis) = Redis::start("ctrl_c_stops_produce") else {
+    let Some(redis) = RedisServer::any("ctrl_c_stops_produce") else {
         return;
     };
     let stream = unique_stream("interrupt");

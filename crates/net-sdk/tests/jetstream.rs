@@ -5,73 +5,18 @@
 
 use net_sdk::{AdapterConfig, ConfigError, ConsumeRequest, Event, EventBus, EventBusConfig};
 use net_sdk::{AdapterError, JetStreamAdapterConfig};
-use std::process::{Child, Command, Stdio};
+use net_testkit::NatsServer;
 use std::time::{Duration, Instant};
-
-/// A private `nats-server -js` on a free port, killed on drop.
-struct Server {
-    child: Child,
-    store: std::path::PathBuf,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
-}
-
-/// Starts a server, or reports loudly why not (a failure under `CI=true`).
-fn server() -> Option<Server> {
-    let binary = [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ]
-    .into_iter()
-    .find(|path| std::path::Path::new(path).is_file());
-    let Some(binary) = binary else {
-        let line = "!! net-sdk jetstream test SKIPPED: no nats-server binary";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{line}");
-        eprintln!("{line}");
-        return None;
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let store = std::env::temp_dir().join(format!("net-sdk-js-{}-{port}", std::process::id()));
-    let child = Command::new(binary)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(&store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nats-server");
-    let server = Server {
-        child,
-        store,
-        url: format!("nats://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(server)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_on_jetstream_stores_and_polls_back() {
-    let Some(server) = server() else {
+    let Some(server) = NatsServer::start_private("a_bus_on_jetstream_stores_and_polls_back") else {
         return;
     };
     let config = EventBusConfig::builder()
         .shards(4)
         .adapter(AdapterConfig::jetstream(JetStreamAdapterConfig::new(
-            &server.url,
+            server.url(),
             "sdk",
         )))
         .build()

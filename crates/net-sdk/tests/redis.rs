@@ -7,74 +7,8 @@ use net_sdk::{
     AdapterConfig, ConfigError, ConsumeRequest, Event, EventBus, EventBusConfig,
     RedisAdapterConfig, RedisStreamDedup, WriteMode,
 };
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// A private `redis-server` on a free port (killed on drop), or `REDIS_URL`.
-struct Server {
-    child: Option<Child>,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts a server, or reports loudly why not (a failure under `CI=true`).
-fn server(password: Option<&str>) -> Option<Server> {
-    if password.is_none() {
-        if let Ok(url) = std::env::var("REDIS_URL") {
-            return Some(Server { child: None, url });
-        }
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let mut command = Command::new("redis-server");
-    command.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]);
-    if let Some(password) = password {
-        command.args(["--requirepass", password]);
-    }
-    let Ok(child) = command
-        .current_dir(std::env::temp_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
-        let line = "!! net-sdk redis test SKIPPED: no redis-server binary (or set REDIS_URL)";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{line}");
-        eprintln!("{line}");
-        return None;
-    };
-    let url = match password {
-        Some(password) => format!("redis://:{password}@127.0.0.1:{port}"),
-        None => format!("redis://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Some(Server {
-        child: Some(child),
-        url,
-    })
-}
+use net_testkit::{RedisOptions, RedisServer};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 fn prefix() -> String {
     let nanos = SystemTime::now()
@@ -85,12 +19,14 @@ fn prefix() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_on_redis_round_trips_events() {
-    let Some(server) = server(None) else { return };
+    let Some(server) = RedisServer::any("a_bus_on_redis_round_trips_events") else {
+        return;
+    };
     for mode in [WriteMode::Script, WriteMode::Transaction] {
         let config = EventBusConfig::builder()
             .shards(4)
             .adapter(AdapterConfig::redis(
-                RedisAdapterConfig::new(&server.url, prefix()).write_mode(mode),
+                RedisAdapterConfig::new(server.url(), prefix()).write_mode(mode),
             ))
             .build()
             .expect("config");
@@ -138,10 +74,17 @@ async fn bad_settings_and_a_wrong_password_fail_at_construction() {
         other => panic!("expected an invalid setting, got {:?}", other.err()),
     }
 
-    let Some(server) = server(Some("the-right-one")) else {
+    let options = RedisOptions {
+        password: Some("the-right-one".to_owned()),
+        ..RedisOptions::default()
+    };
+    let Some(server) = RedisServer::private(
+        "bad_settings_and_a_wrong_password_fail_at_construction",
+        options,
+    ) else {
         return;
     };
-    let wrong = server.url.replace("the-right-one", "not-the-password");
+    let wrong = server.url().replace("the-right-one", "not-the-password");
     let config = EventBusConfig::builder()
         .adapter(AdapterConfig::redis(RedisAdapterConfig::new(wrong, "x")))
         .build()
