@@ -15,16 +15,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use async_nats::jetstream;
-use net_adapter::{Adapter, MAX_PAGE};
+use net_adapter::Adapter;
 use net_adapter_jetstream::{JetStreamAdapter, JetStreamAdapterConfig, ReadPath};
-use net_core::{ConsumeRequest, EventBus};
+use net_core::EventBus;
 
 use crate::plan::{raw_pool, Plan, Summary, PAYLOAD_BYTES};
+use crate::readback::{self, PAGE};
 use crate::report::{Row, Unit};
 use crate::throughput::{bus_config, SHARDS};
-
-/// Events asked for per page by `bus.poll` and by the direct `poll_shard` reads.
-const PAGE: usize = 10_000;
 
 /// Publishes the bare loop keeps awaiting their ack at once (the bus's batch size).
 const WINDOW: usize = 1024;
@@ -128,43 +126,6 @@ struct Pass {
 struct Problems {
     write: Vec<String>,
     read: Vec<String>,
-}
-
-/// Reads everything back through the bus; returns how many events came back.
-async fn poll_all(bus: &EventBus) -> Result<u64> {
-    let mut cursor: Option<String> = None;
-    let mut read = 0u64;
-    loop {
-        let mut request = ConsumeRequest::new(PAGE);
-        if let Some(cursor) = cursor.take() {
-            request = request.from(cursor);
-        }
-        let page = bus.poll(request).await?;
-        read += page.events.len() as u64;
-        if !page.has_more {
-            return Ok(read);
-        }
-        cursor = Some(page.cursor);
-    }
-}
-
-/// Reads everything back from the adapter, shard after shard, in pages of `MAX_PAGE`.
-async fn poll_direct(adapter: &JetStreamAdapter) -> Result<u64> {
-    let mut read = 0u64;
-    for shard in 0..SHARDS {
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = adapter
-                .poll_shard(shard, cursor.as_deref(), MAX_PAGE)
-                .await?;
-            read += page.events.len() as u64;
-            if !page.has_more {
-                break;
-            }
-            cursor = Some(page.cursor);
-        }
-    }
-    Ok(read)
 }
 
 /// The bare loop: `events` records of the adapter's size published to one stream with a
@@ -276,7 +237,7 @@ async fn pass(plan: &Plan, url: &str, round: usize, problems: &mut Problems) -> 
     let bare = bare_publish(url, &format!("{prefix}bare"), events).await?;
 
     let started = Instant::now();
-    let read = poll_all(&bus).await?;
+    let read = readback::through_bus(&bus).await?;
     let poll = started.elapsed();
     if read != events {
         problems
@@ -286,7 +247,7 @@ async fn pass(plan: &Plan, url: &str, round: usize, problems: &mut Problems) -> 
 
     let before = adapter.request_counts();
     let started = Instant::now();
-    let read = poll_direct(&adapter).await?;
+    let read = readback::direct(&*adapter).await?;
     let direct = started.elapsed();
     let after = adapter.request_counts();
     if read != events {
@@ -308,7 +269,7 @@ async fn pass(plan: &Plan, url: &str, round: usize, problems: &mut Problems) -> 
         let reader =
             JetStreamAdapter::connect(config.clone().read_path(ReadPath::PullConsumer)).await?;
         let started = Instant::now();
-        let read = poll_direct(&reader).await?;
+        let read = readback::direct(&reader).await?;
         let elapsed = started.elapsed();
         if read != events {
             problems.read.push(format!(
@@ -410,14 +371,14 @@ pub(crate) async fn rows(plan: &Plan) -> Result<Vec<Row>> {
             .payload(PAYLOAD_BYTES)
             .note(format!(
                 "pages of up to {PAGE} events merged across {SHARDS} shards; each shard is asked \
-                 for twice its share"
+                 for its fair share"
             ))
             .problems(problems.read),
         Row::new(DIRECT, Unit::EventsPerSec, rates(&all, |p| p.direct)?)
             .baseline(ONE_BY_ONE)
             .payload(PAYLOAD_BYTES)
             .note(format!(
-                "pages of up to {MAX_PAGE} events, {path}; at most {requests:.1} requests per \
+                "pages of up to {PAGE} events, {path}; at most {requests:.1} requests per \
                  page; nats-server {server_version}"
             )),
         Row::new(

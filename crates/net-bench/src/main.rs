@@ -25,6 +25,7 @@ mod latency;
 mod memory;
 mod mesh;
 mod plan;
+mod readback;
 mod redis;
 mod report;
 mod throughput;

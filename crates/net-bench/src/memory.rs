@@ -5,19 +5,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use net_adapter::{Adapter, MemoryAdapter, MemoryAdapterConfig};
-use net_core::{ConsumeRequest, EventBus};
+use anyhow::{Context, Result};
+use net_adapter::{MemoryAdapter, MemoryAdapterConfig};
+use net_core::EventBus;
 
 use crate::plan::{raw_pool, Plan, Summary, PAYLOAD_BYTES};
+use crate::readback::{self, PAGE};
 use crate::report::{Row, Unit};
 use crate::throughput::{bus_config, row_name, SHARDS};
-
-/// Events asked for per page, by the bus's `poll` and by the direct adapter reads.
-const PAGE: usize = 10_000;
-
-/// Upper bound on pages read in one pass, so a paging bug ends the run instead of hanging.
-const MAX_PAGES: usize = 1_000_000;
 
 /// The three timings of one repeat.
 struct Pass {
@@ -27,47 +22,6 @@ struct Pass {
     poll: Duration,
     /// Reading every event back with `poll_shard`, shard after shard.
     direct: Duration,
-}
-
-/// Reads everything back through the bus; returns how many events came back.
-async fn poll_all(bus: &EventBus) -> Result<u64> {
-    let mut cursor: Option<String> = None;
-    let mut read = 0u64;
-    for _ in 0..MAX_PAGES {
-        let mut request = ConsumeRequest::new(PAGE);
-        if let Some(cursor) = cursor.take() {
-            request = request.from(cursor);
-        }
-        let page = bus.poll(request).await?;
-        read += page.events.len() as u64;
-        if !page.has_more {
-            return Ok(read);
-        }
-        cursor = Some(page.cursor);
-    }
-    bail!("bus.poll still had more after {MAX_PAGES} pages")
-}
-
-/// Reads everything back from the adapter itself, shard after shard.
-async fn poll_direct(adapter: &MemoryAdapter) -> Result<u64> {
-    let mut read = 0u64;
-    for shard in 0..SHARDS {
-        let mut cursor: Option<String> = None;
-        let mut pages = 0;
-        loop {
-            let page = adapter.poll_shard(shard, cursor.as_deref(), PAGE).await?;
-            read += page.events.len() as u64;
-            if !page.has_more {
-                break;
-            }
-            pages += 1;
-            if pages > MAX_PAGES {
-                bail!("poll_shard of shard {shard} still had more after {MAX_PAGES} pages");
-            }
-            cursor = Some(page.cursor);
-        }
-    }
-    Ok(read)
 }
 
 /// What went wrong in the write and read halves of the repeats.
@@ -113,7 +67,7 @@ async fn pass(plan: &Plan, problems: &mut Problems) -> Result<Pass> {
     }
 
     let started = Instant::now();
-    let read = poll_all(&bus).await?;
+    let read = readback::through_bus(&bus).await?;
     let poll = started.elapsed();
     if read != events {
         problems
@@ -122,7 +76,7 @@ async fn pass(plan: &Plan, problems: &mut Problems) -> Result<Pass> {
     }
 
     let started = Instant::now();
-    let read = poll_direct(&adapter).await?;
+    let read = readback::direct(&*adapter).await?;
     let direct = started.elapsed();
     if read != events {
         problems

@@ -15,16 +15,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use net_adapter::{Adapter, MAX_PAGE};
 use net_adapter_redis::{RedisAdapter, RedisAdapterConfig, WriteMode};
-use net_core::{ConsumeRequest, EventBus};
+use net_core::EventBus;
 
 use crate::plan::{raw_pool, Mode, Plan, Summary, PAYLOAD_BYTES};
+use crate::readback::{self, PAGE};
 use crate::report::{Row, Unit};
 use crate::throughput::{bus_config, SHARDS};
-
-/// Events asked for per page by `bus.poll` and by the direct `poll_shard` reads.
-const PAGE: usize = 10_000;
 
 /// Commands `redis-benchmark` keeps in flight per connection, and its connections.
 const PIPELINE: usize = 64;
@@ -153,43 +150,6 @@ fn benchmark(port: u16, events: u64) -> Result<f64> {
         .with_context(|| format!("no rate in redis-benchmark's output: {text}"))
 }
 
-/// Reads everything back through the bus; returns how many events came back.
-async fn poll_all(bus: &EventBus) -> Result<u64> {
-    let mut cursor: Option<String> = None;
-    let mut read = 0u64;
-    loop {
-        let mut request = ConsumeRequest::new(PAGE);
-        if let Some(cursor) = cursor.take() {
-            request = request.from(cursor);
-        }
-        let page = bus.poll(request).await?;
-        read += page.events.len() as u64;
-        if !page.has_more {
-            return Ok(read);
-        }
-        cursor = Some(page.cursor);
-    }
-}
-
-/// Reads everything back from the adapter, shard after shard, in pages of `MAX_PAGE`.
-async fn poll_direct(adapter: &RedisAdapter) -> Result<u64> {
-    let mut read = 0u64;
-    for shard in 0..SHARDS {
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = adapter
-                .poll_shard(shard, cursor.as_deref(), MAX_PAGE)
-                .await?;
-            read += page.events.len() as u64;
-            if !page.has_more {
-                break;
-            }
-            cursor = Some(page.cursor);
-        }
-    }
-    Ok(read)
-}
-
 /// The timings of one write path in one repeat.
 struct Written {
     bus: EventBus,
@@ -265,13 +225,13 @@ async fn pass(plan: &Plan, server: &Server, problems: &mut [Vec<String>; 3]) -> 
     };
 
     let started = Instant::now();
-    let read = poll_all(&script.bus).await?;
+    let read = readback::through_bus(&script.bus).await?;
     let poll = started.elapsed();
     if read != events {
         problems[2].push(format!("bus.poll read back {read} of {events} events"));
     }
     let started = Instant::now();
-    let read = poll_direct(&script.adapter).await?;
+    let read = readback::direct(&*script.adapter).await?;
     let direct = started.elapsed();
     if read != events {
         problems[2].push(format!("poll_shard read back {read} of {events} events"));
@@ -369,7 +329,7 @@ pub(crate) async fn rows(plan: &Plan) -> Result<Vec<Row>> {
         Row::new(DIRECT, Unit::EventsPerSec, rates(|p| p.direct)?)
             .payload(PAYLOAD_BYTES)
             .note(format!(
-                "XRANGE pages of up to {MAX_PAGE} events, one shard after another"
+                "XRANGE pages of up to {PAGE} events, one shard after another"
             )),
     );
     Ok(rows)
