@@ -20,8 +20,8 @@ use net_adapter_jetstream::{JetStreamAdapter, JetStreamAdapterConfig, ReadPath};
 use net_core::EventBus;
 
 use crate::plan::{raw_pool, Plan, Summary, PAYLOAD_BYTES};
-use crate::readback::{self, PAGE};
 use crate::report::{Row, Unit};
+use crate::roundtrip::{self, PAGE};
 use crate::throughput::{bus_config, SHARDS};
 
 /// Publishes the bare loop keeps awaiting their ack at once (the bus's batch size).
@@ -209,35 +209,15 @@ async fn pass(plan: &Plan, url: &str, round: usize, problems: &mut Problems) -> 
         // Stream creation is a one-time cost, not part of the write rate.
         adapter.provision(shard).await?;
     }
-    let pool = raw_pool(0);
-    let started = thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let started = Instant::now();
-                for event in pool.iter().cycle().take(events as usize) {
-                    if bus.ingest_raw(event.clone()).is_err() {
-                        break;
-                    }
-                }
-                started
-            })
-            .join()
-    })
-    .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
-    bus.flush().await?;
-    let write = started.elapsed();
-    let stats = bus.stats().snapshot();
-    if stats.events_dispatched != events || stats.events_dropped != 0 {
-        problems.write.push(format!(
-            "dispatched {} and dropped {} of {events} events",
-            stats.events_dispatched, stats.events_dropped
-        ));
+    let (write, problem) = roundtrip::write(&bus, events).await?;
+    if let Some(problem) = problem {
+        problems.write.push(problem);
     }
 
     let bare = bare_publish(url, &format!("{prefix}bare"), events).await?;
 
     let started = Instant::now();
-    let read = readback::through_bus(&bus).await?;
+    let read = roundtrip::through_bus(&bus).await?;
     let poll = started.elapsed();
     if read != events {
         problems
@@ -247,7 +227,7 @@ async fn pass(plan: &Plan, url: &str, round: usize, problems: &mut Problems) -> 
 
     let before = adapter.request_counts();
     let started = Instant::now();
-    let read = readback::direct(&*adapter).await?;
+    let read = roundtrip::direct(&*adapter).await?;
     let direct = started.elapsed();
     let after = adapter.request_counts();
     if read != events {
@@ -269,7 +249,7 @@ async fn pass(plan: &Plan, url: &str, round: usize, problems: &mut Problems) -> 
         let reader =
             JetStreamAdapter::connect(config.clone().read_path(ReadPath::PullConsumer)).await?;
         let started = Instant::now();
-        let read = readback::direct(&reader).await?;
+        let read = roundtrip::direct(&reader).await?;
         let elapsed = started.elapsed();
         if read != events {
             problems.read.push(format!(

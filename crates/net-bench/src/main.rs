@@ -25,9 +25,9 @@ mod latency;
 mod memory;
 mod mesh;
 mod plan;
-mod readback;
 mod redis;
 mod report;
+mod roundtrip;
 mod throughput;
 
 use std::path::PathBuf;

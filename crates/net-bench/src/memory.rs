@@ -2,16 +2,15 @@
 //! back with `poll`, beside reading the same adapter shard by shard without the bus.
 
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use net_adapter::{MemoryAdapter, MemoryAdapterConfig};
 use net_core::EventBus;
 
-use crate::plan::{raw_pool, Plan, Summary, PAYLOAD_BYTES};
-use crate::readback::{self, PAGE};
+use crate::plan::{Plan, Summary, PAYLOAD_BYTES};
 use crate::report::{Row, Unit};
+use crate::roundtrip::{self, PAGE};
 use crate::throughput::{bus_config, row_name, SHARDS};
 
 /// The three timings of one repeat.
@@ -41,33 +40,13 @@ async fn pass(plan: &Plan, problems: &mut Problems) -> Result<Pass> {
         MemoryAdapterConfig::default().max_events_per_shard(retention),
     ));
     let bus = EventBus::new(bus_config().adapter_instance(adapter.clone()).build()?).await?;
-    let pool = raw_pool(0);
-    let started = thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let started = Instant::now();
-                for event in pool.iter().cycle().take(events as usize) {
-                    if bus.ingest_raw(event.clone()).is_err() {
-                        break;
-                    }
-                }
-                started
-            })
-            .join()
-    })
-    .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
-    bus.flush().await?;
-    let write = started.elapsed();
-    let stats = bus.stats().snapshot();
-    if stats.events_dispatched != events || stats.events_dropped != 0 {
-        problems.write.push(format!(
-            "dispatched {} and dropped {} of {events} events",
-            stats.events_dispatched, stats.events_dropped
-        ));
+    let (write, problem) = roundtrip::write(&bus, events).await?;
+    if let Some(problem) = problem {
+        problems.write.push(problem);
     }
 
     let started = Instant::now();
-    let read = readback::through_bus(&bus).await?;
+    let read = roundtrip::through_bus(&bus).await?;
     let poll = started.elapsed();
     if read != events {
         problems
@@ -76,7 +55,7 @@ async fn pass(plan: &Plan, problems: &mut Problems) -> Result<Pass> {
     }
 
     let started = Instant::now();
-    let read = readback::direct(&*adapter).await?;
+    let read = roundtrip::direct(&*adapter).await?;
     let direct = started.elapsed();
     if read != events {
         problems

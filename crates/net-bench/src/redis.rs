@@ -18,9 +18,9 @@ use anyhow::{bail, Context, Result};
 use net_adapter_redis::{RedisAdapter, RedisAdapterConfig, WriteMode};
 use net_core::EventBus;
 
-use crate::plan::{raw_pool, Mode, Plan, Summary, PAYLOAD_BYTES};
-use crate::readback::{self, PAGE};
+use crate::plan::{Mode, Plan, Summary, PAYLOAD_BYTES};
 use crate::report::{Row, Unit};
+use crate::roundtrip::{self, PAGE};
 use crate::throughput::{bus_config, SHARDS};
 
 /// Commands `redis-benchmark` keeps in flight per connection, and its connections.
@@ -170,29 +170,9 @@ async fn write(
         .command_timeout(Duration::from_secs(30));
     let adapter = Arc::new(RedisAdapter::new(config)?);
     let bus = EventBus::new(bus_config().adapter_instance(adapter.clone()).build()?).await?;
-    let pool = raw_pool(0);
-    let started = thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let started = Instant::now();
-                for event in pool.iter().cycle().take(events as usize) {
-                    if bus.ingest_raw(event.clone()).is_err() {
-                        break;
-                    }
-                }
-                started
-            })
-            .join()
-    })
-    .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
-    bus.flush().await?;
-    let write = started.elapsed();
-    let stats = bus.stats().snapshot();
-    if stats.events_dispatched != events || stats.events_dropped != 0 {
-        problems.push(format!(
-            "{mode:?}: dispatched {} and dropped {} of {events} events",
-            stats.events_dispatched, stats.events_dropped
-        ));
+    let (write, problem) = roundtrip::write(&bus, events).await?;
+    if let Some(problem) = problem {
+        problems.push(format!("{mode:?}: {problem}"));
     }
     Ok(Written {
         bus,
@@ -225,13 +205,13 @@ async fn pass(plan: &Plan, server: &Server, problems: &mut [Vec<String>; 3]) -> 
     };
 
     let started = Instant::now();
-    let read = readback::through_bus(&script.bus).await?;
+    let read = roundtrip::through_bus(&script.bus).await?;
     let poll = started.elapsed();
     if read != events {
         problems[2].push(format!("bus.poll read back {read} of {events} events"));
     }
     let started = Instant::now();
-    let read = readback::direct(&*script.adapter).await?;
+    let read = roundtrip::direct(&*script.adapter).await?;
     let direct = started.elapsed();
     if read != events {
         problems[2].push(format!("poll_shard read back {read} of {events} events"));

@@ -1,12 +1,48 @@
-//! Reading back everything a row wrote: through the bus's `poll`, or straight from the
-//! adapter with `poll_shard`, shard after shard. Shared by the adapter rows so that each of
-//! them reads the same way.
+//! The round trip of the adapter rows: events written from one producer thread through the
+//! bus, then read back through the bus's `poll` or straight from the adapter with
+//! `poll_shard`. Shared by the memory, Redis and JetStream rows so that each of them writes and
+//! reads the same way.
+
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use net_adapter::Adapter;
 use net_core::{ConsumeRequest, EventBus};
 
+use crate::plan::raw_pool;
 use crate::throughput::SHARDS;
+
+/// Ingests `events` events of the raw pool through `bus` from one producer thread, timed from
+/// the first ingest until `flush()` returned. Returns the time and, when the bus did not
+/// dispatch every event or dropped any, what went wrong.
+pub(crate) async fn write(bus: &EventBus, events: u64) -> Result<(Duration, Option<String>)> {
+    let pool = raw_pool(0);
+    let started = thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let started = Instant::now();
+                for event in pool.iter().cycle().take(events as usize) {
+                    if bus.ingest_raw(event.clone()).is_err() {
+                        break;
+                    }
+                }
+                started
+            })
+            .join()
+    })
+    .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
+    bus.flush().await?;
+    let elapsed = started.elapsed();
+    let stats = bus.stats().snapshot();
+    let problem = (stats.events_dispatched != events || stats.events_dropped != 0).then(|| {
+        format!(
+            "dispatched {} and dropped {} of {events} events",
+            stats.events_dispatched, stats.events_dropped
+        )
+    });
+    Ok((elapsed, problem))
+}
 
 /// Events asked for per page, through the bus and straight from an adapter alike.
 pub(crate) const PAGE: usize = net_adapter::MAX_PAGE;
