@@ -247,9 +247,10 @@ impl EventBus {
         }
         let mut reroutes = 0u32;
         let mut reserved;
-        let routing = loop {
+        let (routing, index, parity) = loop {
             let routing = inner.routing.load();
-            let counters = &routing.route(event.hash()).counters;
+            let index = routing.route(event.hash());
+            let counters = &routing.shards[index].counters;
             let parity = (routing.version & 1) as usize;
             reserved = counters.reserved_by_parity[parity].fetch_add(1, SeqCst) + 1;
             let state = inner.state.load(SeqCst);
@@ -257,7 +258,7 @@ impl EventBus {
             // see the new table one step ahead of the state word: that table is already safe
             // to use. Only a table older than the state must be reloaded.
             if state == routing.version || state.wrapping_add(1) == routing.version {
-                break routing;
+                break (routing, index, parity);
             }
             counters.reserved_by_parity[parity].fetch_sub(1, SeqCst);
             if state & CLOSING != 0 {
@@ -273,9 +274,8 @@ impl EventBus {
             }
             std::thread::yield_now();
         };
-        let shard = routing.route(event.hash());
+        let shard = &routing.shards[index];
         let counters = &shard.counters;
-        let parity = (routing.version & 1) as usize;
         let slot = Slot {
             raw: event.into_bytes(),
             ts: inner.clock.now_ns(),

@@ -53,11 +53,10 @@ pub(crate) struct Routing {
 }
 
 impl Routing {
-    /// The shard `hash` routes to.
+    /// The id of the shard `hash` routes to (an index into `shards`).
     #[inline]
-    pub(crate) fn route(&self, hash: u64) -> &Arc<Shard> {
-        let id = self.table[(hash as usize) & (SLOTS - 1)];
-        &self.shards[usize::from(id)]
+    pub(crate) fn route(&self, hash: u64) -> usize {
+        usize::from(self.table[(hash as usize) & (SLOTS - 1)])
     }
 }
 
