@@ -11,8 +11,8 @@
 //!   move only from the removed shard.
 //!
 //! # Snapshots and versions
-//! A [`Routing`] is immutable and published whole (an `ArcSwap`); producers read a snapshot
-//! per ingest. Every snapshot carries a version, and the bus keeps the current version in an
+//! A [`Routing`] is immutable and published whole (an `ArcSwap`); each producer thread keeps a
+//! copy of the snapshot it used last and checks it against the version on every ingest. Every snapshot carries a version, and the bus keeps the current version in an
 //! atomic next to its closing flag. A producer counts its reservation on the shard under its
 //! snapshot's version parity, *then* reads the version: if its snapshot is
 //! older, it takes the reservation back and routes again with the new snapshot. The resizer
