@@ -417,25 +417,26 @@ fn chunks(events: u64, chunk: usize) -> impl Iterator<Item = (u64, u64)> {
 
 /// `ingest(Event)` of `events` `serde_json::Value`s from one producer thread.
 ///
-/// The values are built in chunks outside the clock; each chunk is timed from its first
-/// ingest to after `flush()` returns, and the times are added up.
+/// The values are built in chunks outside the clock, on the producer thread itself (as a
+/// service builds its events on the thread that ingests them, and as the baseline builds
+/// them); each chunk is timed from its first ingest to after `flush()` returned.
 async fn bus_json_once(bus: &EventBus, plan: &Plan, series: &mut Series) -> Result<Duration> {
     let events = plan.json_events;
     let before = bus.stats().snapshot();
     let mut elapsed = Duration::ZERO;
     let mut failed = 0u64;
     for (start, end) in chunks(events, plan.json_chunk) {
-        let mut values = json_chunk(start, end);
-        let (started, chunk_failed) = thread::scope(|scope| {
+        let (started, chunk_failed, values) = thread::scope(|scope| {
             scope
                 .spawn(|| {
+                    let mut values = json_chunk(start, end);
                     let started = Instant::now();
                     let failed = values
                         .drain(..)
                         .map(|value| bus.ingest(Event::new(value)))
                         .filter(Result::is_err)
                         .count();
-                    (started, failed as u64)
+                    (started, failed as u64, values)
                 })
                 .join()
         })
@@ -458,18 +459,27 @@ async fn bus_json_once(bus: &EventBus, plan: &Plan, series: &mut Series) -> Resu
 }
 
 /// `serde_json::to_vec` of the same values, each value dropped afterwards as `ingest` drops
-/// it: the cost of serializing alone.
+/// it: the cost of serializing alone. Like the bus row, each chunk is built and serialized on
+/// a thread of its own.
 fn to_vec_once(plan: &Plan) -> Result<Duration> {
     let mut elapsed = Duration::ZERO;
     for (start, end) in chunks(plan.json_events, plan.json_chunk) {
-        let mut values = json_chunk(start, end);
-        let started = Instant::now();
-        for value in values.drain(..) {
-            let bytes = serde_json::to_vec(&value)?;
-            drop(value);
-            std::hint::black_box(bytes);
-        }
-        elapsed += started.elapsed();
+        let (took, values) = thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<_> {
+                    let mut values = json_chunk(start, end);
+                    let started = Instant::now();
+                    for value in values.drain(..) {
+                        let bytes = serde_json::to_vec(&value)?;
+                        drop(value);
+                        std::hint::black_box(bytes);
+                    }
+                    Ok((started.elapsed(), values))
+                })
+                .join()
+        })
+        .map_err(|_| anyhow::anyhow!("the serializing thread panicked"))??;
+        elapsed += took;
         // The chunk's own buffer is freed after the clock stopped: with glibc, that large free
         // consolidates every small block freed meanwhile, which would bill one chunk's
         // allocator housekeeping to whichever row happened to free it.
