@@ -1,30 +1,56 @@
 //! [`Event`] and [`RawEvent`]: what producers hand to the bus.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde_json::Value as JsonValue;
 use std::cell::RefCell;
 use xxhash_rust::xxh3::xxh3_64;
 
-thread_local! {
-    /// A serialization buffer reused by each thread, so that serializing an event allocates
-    /// once (the exact-size payload) instead of growing a fresh `Vec` step by step.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+/// Size of the blocks that serialized payloads are carved from.
+const BLOCK_BYTES: usize = 16 * 1024;
+
+/// A thread's serialization state.
+#[derive(Default)]
+struct Serializer {
+    /// Reused output of `serde_json` (writing into a `Vec` is its fastest path).
+    scratch: Vec<u8>,
+    /// The current block: payloads are copied into it back to back and split off as `Bytes`
+    /// that share it.
+    block: BytesMut,
 }
 
-/// Serializes `value` into exactly-sized bytes.
+thread_local! {
+    static SERIALIZER: RefCell<Serializer> = RefCell::new(Serializer::default());
+}
+
+/// Serializes `value` into `Bytes` carved from this thread's current block.
 ///
-/// `serde_json::to_vec` grows its buffer by reallocation and leaves it larger than the
-/// payload, and turning such a `Vec` into `Bytes` costs a second allocation for the shared
-/// header. Writing into a reused buffer and copying once avoids both.
+/// Allocating every payload on its own made the allocator the largest cost of `ingest`: a
+/// payload is allocated on the producer's thread and freed on a batch worker's, which with
+/// glibc means locking the producer's arena and consolidating free lists. Payloads carved
+/// from a shared block cost one reference-count increment each, and a block is freed when
+/// its last payload is dropped. A block whose payloads are all gone before it is full is
+/// reused in place.
+///
+/// The cost of sharing: a payload kept alive keeps its whole block alive (at most
+/// [`BLOCK_BYTES`], or the payload's own size when it is larger), as `Bytes::slice` does.
 pub(crate) fn serialize(value: &impl serde::Serialize) -> Result<Bytes, serde_json::Error> {
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut buf) => {
-            buf.clear();
-            serde_json::to_writer(&mut *buf, value)?;
-            let bytes = Bytes::copy_from_slice(&buf);
-            // Do not keep an unusually large buffer alive for the rest of the thread.
-            if buf.capacity() > 64 * 1024 {
-                *buf = Vec::new();
+    SERIALIZER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut state) => {
+            let Serializer { scratch, block } = &mut *state;
+            scratch.clear();
+            serde_json::to_writer(&mut *scratch, value)?;
+            if block.capacity() - block.len() < scratch.len() {
+                // Reclaims the block in place if every payload cut from it was dropped.
+                block.reserve(BLOCK_BYTES.max(scratch.len()));
+            }
+            block.extend_from_slice(scratch);
+            let bytes = block.split().freeze();
+            // Do not keep unusually large buffers alive for the rest of the thread.
+            if scratch.capacity() > BLOCK_BYTES {
+                *scratch = Vec::new();
+            }
+            if block.capacity() > 4 * BLOCK_BYTES {
+                *block = BytesMut::new();
             }
             Ok(bytes)
         }
@@ -177,6 +203,60 @@ mod tests {
                 "{good:?}"
             );
         }
+    }
+
+    #[test]
+    fn serialized_payloads_share_a_block_and_stay_independent() {
+        // Run on a fresh thread so the block starts empty.
+        std::thread::spawn(|| {
+            let values: Vec<JsonValue> = (0..2_000)
+                .map(|i| serde_json::json!({"n": i, "s": "x".repeat(i % 40)}))
+                .collect();
+            let payloads: Vec<Bytes> = values.iter().map(|v| serialize(v).unwrap()).collect();
+            for (value, payload) in values.iter().zip(&payloads) {
+                assert_eq!(payload[..], serde_json::to_vec(value).unwrap()[..]);
+            }
+            // Consecutive payloads of one block sit back to back.
+            assert_eq!(
+                payloads[0].as_ptr().wrapping_add(payloads[0].len()),
+                payloads[1].as_ptr()
+            );
+            // Once every payload of the current block is gone, the block is reused in place.
+            // The start of the current block: walk back over payloads that sit back to back.
+            let mut first = payloads.len() - 1;
+            while first > 0
+                && payloads[first - 1]
+                    .as_ptr()
+                    .wrapping_add(payloads[first - 1].len())
+                    == payloads[first].as_ptr()
+            {
+                first -= 1;
+            }
+            let block_start = payloads[first].as_ptr();
+            let last = payloads.last().unwrap().as_ptr();
+            drop(payloads);
+            let mut next = serialize(&serde_json::json!({"n": 0})).unwrap();
+            for _ in 0..BLOCK_BYTES {
+                if next.as_ptr() <= last {
+                    break;
+                }
+                drop(next);
+                next = serialize(&serde_json::json!({"n": 0})).unwrap();
+            }
+            assert_eq!(next.as_ptr(), block_start, "the block was not reclaimed");
+            // A value larger than a block is serialized whole, and the thread does not keep
+            // the oversized buffer around.
+            let big = serde_json::json!({"s": "y".repeat(5 * BLOCK_BYTES)});
+            let payload = serialize(&big).unwrap();
+            assert_eq!(payload[..], serde_json::to_vec(&big).unwrap()[..]);
+            SERIALIZER.with(|cell| {
+                let state = cell.borrow();
+                assert!(state.block.capacity() <= 4 * BLOCK_BYTES);
+                assert!(state.scratch.capacity() <= BLOCK_BYTES);
+            });
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
