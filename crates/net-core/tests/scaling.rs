@@ -437,3 +437,100 @@ async fn a_slow_adapter_makes_the_monitor_scale_up_then_down() {
     bus.shutdown_via_ref().await.unwrap();
     assert_balanced(bus.stats());
 }
+
+/// Holds every batch until the gate opens.
+struct Gated {
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl Adapter for Gated {
+    async fn on_batch(&self, _batch: Arc<Batch>) -> Result<(), AdapterError> {
+        let mut open = self.open.clone();
+        let _ = open.wait_for(|open| *open).await;
+        Ok(())
+    }
+
+    async fn poll_shard(
+        &self,
+        _shard: u16,
+        _from: Option<&str>,
+        _limit: usize,
+    ) -> Result<ShardPollResult, AdapterError> {
+        Ok(ShardPollResult::default())
+    }
+
+    async fn flush(&self) -> Result<(), AdapterError> {
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), AdapterError> {
+        Ok(())
+    }
+
+    fn name(&self) -> &str {
+        "gated"
+    }
+}
+
+/// A resize must not record a donor's hand-off count while a producer that reserved on the
+/// donor with the old table is still pushing (its reservation not yet matched by a push): here the producer is held in its push by a full
+/// ring (`Block`), and `add_shards` may only finish after that push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resize_waits_for_a_producer_still_pushing_onto_a_donor() {
+    let (gate, open) = tokio::sync::watch::channel(false);
+    let bus = Arc::new(
+        EventBus::new(
+            EventBusConfig::builder()
+                .shards(1)
+                .ring_capacity(4)
+                .batch(BatchConfig {
+                    max_events: 2,
+                    max_delay_ms: 0,
+                })
+                .backpressure(BackpressureMode::Block)
+                .adapter_instance(Gated { open })
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
+    // The producer fills the ring while the worker waits at the gate, then blocks in a push.
+    const EVENTS: u64 = 100;
+    let pushed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let producer = {
+        let (bus, pushed) = (bus.clone(), pushed.clone());
+        std::thread::spawn(move || {
+            for seq in 0..EVENTS {
+                bus.ingest_raw(keyed(0, seq, seq)).unwrap();
+                pushed.store(seq + 1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stuck_at = pushed.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(stuck_at < EVENTS, "the ring never filled up");
+    let resize = tokio::spawn({
+        let bus = bus.clone();
+        async move {
+            let added = bus.add_shards(1).await;
+            (added, Instant::now())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !resize.is_finished(),
+        "add_shards returned while a producer was still pushing onto the donor"
+    );
+    let opened = Instant::now();
+    gate.send(true).unwrap();
+    let (added, finished) = resize.await.unwrap();
+    assert_eq!(added, Ok(vec![1]));
+    assert!(finished >= opened);
+    producer.join().unwrap();
+    bus.flush().await.unwrap();
+    let stats = bus.stats().snapshot();
+    assert_eq!(stats.events_ingested, EVENTS);
+    assert_eq!(stats.events_dispatched, EVENTS);
+}
