@@ -53,8 +53,8 @@ use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::Notify;
 use thread_local::ThreadLocal;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// How long an idle worker sleeps before it looks at its ring again on its own.
