@@ -415,37 +415,86 @@ fn chunks(events: u64, chunk: usize) -> impl Iterator<Item = (u64, u64)> {
     (0..events.div_ceil(chunk)).map(move |i| (i * chunk, ((i + 1) * chunk).min(events)))
 }
 
-/// `ingest(Event)` of `events` `serde_json::Value`s from one producer thread.
+/// `ingest(Event)` of the values `start..end` from one producer thread.
 ///
-/// The values are built in chunks outside the clock, on the producer thread itself (as a
-/// service builds its events on the thread that ingests them, and as the baseline builds
-/// them); each chunk is timed from its first ingest to after `flush()` returned.
-async fn bus_json_once(bus: &EventBus, plan: &Plan, series: &mut Series) -> Result<Duration> {
+/// The values are built outside the clock, on the producer thread itself (as a service builds
+/// its events on the thread that ingests them, and as the baseline builds them); the chunk is
+/// timed from its first ingest to after `flush()` returned. Returns the time and the number
+/// of failed ingest calls.
+async fn bus_json_chunk(bus: &EventBus, start: u64, end: u64) -> Result<(Duration, u64)> {
+    let (started, failed, values) = thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut values = json_chunk(start, end);
+                let started = Instant::now();
+                let failed = values
+                    .drain(..)
+                    .map(|value| bus.ingest(Event::new(value)))
+                    .filter(Result::is_err)
+                    .count();
+                (started, failed as u64, values)
+            })
+            .join()
+    })
+    .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
+    bus.flush().await?;
+    let elapsed = started.elapsed();
+    // Freed after the clock stopped (see `to_vec_chunk`).
+    drop(values);
+    Ok((elapsed, failed))
+}
+
+/// `serde_json::to_vec` of the values `start..end`, each value dropped afterwards as `ingest`
+/// drops it: the cost of serializing alone. Like the bus row, the chunk is built and
+/// serialized on a thread of its own.
+fn to_vec_chunk(start: u64, end: u64) -> Result<Duration> {
+    let (took, values) = thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<_> {
+                let mut values = json_chunk(start, end);
+                let started = Instant::now();
+                for value in values.drain(..) {
+                    let bytes = serde_json::to_vec(&value)?;
+                    drop(value);
+                    std::hint::black_box(bytes);
+                }
+                Ok((started.elapsed(), values))
+            })
+            .join()
+    })
+    .map_err(|_| anyhow::anyhow!("the serializing thread panicked"))??;
+    // The chunk's own buffer is freed after the clock stopped: with glibc, that large free
+    // consolidates every small block freed meanwhile, which would bill one chunk's allocator
+    // housekeeping to whichever row happened to free it.
+    drop(values);
+    Ok(took)
+}
+
+/// One round of both JSON rows: `(ingest, to_vec)` times over all chunks.
+///
+/// The two rows take turns chunk by chunk, and which one goes first alternates, so both
+/// meet the heap in the same states: how fragmented glibc's heap is moves these rows more
+/// than anything in the code, and running one row's chunks after the other's billed that
+/// to whichever ran second.
+async fn json_round(
+    bus: &EventBus,
+    plan: &Plan,
+    series: &mut Series,
+) -> Result<(Duration, Duration)> {
     let events = plan.json_events;
     let before = bus.stats().snapshot();
-    let mut elapsed = Duration::ZERO;
+    let (mut ingest, mut serialize) = (Duration::ZERO, Duration::ZERO);
     let mut failed = 0u64;
-    for (start, end) in chunks(events, plan.json_chunk) {
-        let (started, chunk_failed, values) = thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let mut values = json_chunk(start, end);
-                    let started = Instant::now();
-                    let failed = values
-                        .drain(..)
-                        .map(|value| bus.ingest(Event::new(value)))
-                        .filter(Result::is_err)
-                        .count();
-                    (started, failed as u64, values)
-                })
-                .join()
-        })
-        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
-        bus.flush().await?;
-        elapsed += started.elapsed();
+    for (index, (start, end)) in chunks(events, plan.json_chunk).enumerate() {
+        if index % 2 == 1 {
+            serialize += to_vec_chunk(start, end)?;
+        }
+        let (took, chunk_failed) = bus_json_chunk(bus, start, end).await?;
+        ingest += took;
         failed += chunk_failed;
-        // Freed after the clock stopped (see `to_vec_once`).
-        drop(values);
+        if index % 2 == 0 {
+            serialize += to_vec_chunk(start, end)?;
+        }
     }
     series
         .problems
@@ -455,37 +504,7 @@ async fn bus_json_once(bus: &EventBus, plan: &Plan, series: &mut Series) -> Resu
             .problems
             .push(format!("{failed} ingest calls failed"));
     }
-    Ok(elapsed)
-}
-
-/// `serde_json::to_vec` of the same values, each value dropped afterwards as `ingest` drops
-/// it: the cost of serializing alone. Like the bus row, each chunk is built and serialized on
-/// a thread of its own.
-fn to_vec_once(plan: &Plan) -> Result<Duration> {
-    let mut elapsed = Duration::ZERO;
-    for (start, end) in chunks(plan.json_events, plan.json_chunk) {
-        let (took, values) = thread::scope(|scope| {
-            scope
-                .spawn(|| -> Result<_> {
-                    let mut values = json_chunk(start, end);
-                    let started = Instant::now();
-                    for value in values.drain(..) {
-                        let bytes = serde_json::to_vec(&value)?;
-                        drop(value);
-                        std::hint::black_box(bytes);
-                    }
-                    Ok((started.elapsed(), values))
-                })
-                .join()
-        })
-        .map_err(|_| anyhow::anyhow!("the serializing thread panicked"))??;
-        elapsed += took;
-        // The chunk's own buffer is freed after the clock stopped: with glibc, that large free
-        // consolidates every small block freed meanwhile, which would bill one chunk's
-        // allocator housekeeping to whichever row happened to free it.
-        drop(values);
-    }
-    Ok(elapsed)
+    Ok((ingest, serialize))
 }
 
 /// The `ingest` (JSON) row and its `serde_json::to_vec` baseline.
@@ -494,9 +513,9 @@ pub(crate) async fn json_rows(plan: &Plan) -> Result<Vec<Row>> {
     let bus = EventBus::new(bus_config().build()?).await?;
     let [mut ingest, mut serialize] = <[Series; 2]>::default();
     for timed in rounds(plan) {
-        let elapsed = bus_json_once(&bus, plan, &mut ingest).await?;
-        ingest.record(timed, elapsed);
-        serialize.record(timed, to_vec_once(plan)?);
+        let (ingest_time, serialize_time) = json_round(&bus, plan, &mut ingest).await?;
+        ingest.record(timed, ingest_time);
+        serialize.record(timed, serialize_time);
     }
     bus.shutdown().await?;
     let events = plan.json_events;
