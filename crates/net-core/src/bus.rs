@@ -259,6 +259,11 @@ impl EventBus {
     /// Queues `event` on its shard and returns at once (except in `BackpressureMode::Block`
     /// with a full ring). Takes ownership of the bytes without copying them; no lock, no
     /// allocation and no system call per event.
+    ///
+    /// A payload that is refused, or evicted by `DropOldest`, is dropped inside this call, on
+    /// the caller's thread, once the bus's bookkeeping for it is done; a payload built with
+    /// `Bytes::from_owner` may therefore run its owner's `Drop` here, and that `Drop` may
+    /// ingest again.
     pub fn ingest_raw(&self, event: RawEvent) -> IngestionResult<()> {
         let inner = &*self.inner;
         let stats = &inner.stats;
@@ -281,13 +286,14 @@ impl EventBus {
             .get_or(|| RefCell::new(inner.routing.load_full()));
         let mut reroutes = 0u32;
         let mut reserved;
+        // Set when this thread's copy is borrowed further up its own stack (a payload dropped
+        // inside `ingest_raw` may own a `Drop` that ingests again), so it cannot be replaced.
+        let mut bypass_cache = false;
         let (routing, index, parity) = loop {
-            // The cached snapshot costs no shared write to read; `try_borrow` only fails if this
-            // thread re-entered `ingest_raw` (say, from a drop observer), which then reads the
-            // shared pointer instead.
+            // The cached snapshot costs no shared write to read.
             let routing = match cache.try_borrow() {
-                Ok(cached) => Snapshot::Cached(cached),
-                Err(_) => Snapshot::Shared(inner.routing.load()),
+                Ok(cached) if !bypass_cache => Snapshot::Cached(cached),
+                _ => Snapshot::Shared(inner.routing.load()),
             };
             let index = routing.route(event.hash());
             let counters = &routing.shards[index].counters;
@@ -308,8 +314,9 @@ impl EventBus {
             // A resize was published after this table was loaded: route again with the current
             // one. It is already in place, so this repeats only if resizes keep racing.
             drop(routing);
-            if let Ok(mut cached) = cache.try_borrow_mut() {
-                *cached = inner.routing.load_full();
+            match cache.try_borrow_mut() {
+                Ok(mut cached) => *cached = inner.routing.load_full(),
+                Err(_) => bypass_cache = true,
             }
             reroutes += 1;
             if reroutes > MAX_REROUTES {
@@ -326,14 +333,20 @@ impl EventBus {
             raw: event.into_bytes(),
             ts: inner.clock.now_ns(),
         };
+        // A payload that leaves here unqueued (refused, or evicted by this push) is dropped
+        // only after the bookkeeping: its `Drop` may be user code (`Bytes::from_owner`), and
+        // it must not run while this call holds a reservation that resizes and flushes wait
+        // for.
+        let mut evicted = None;
         let refused = match inner.config.backpressure {
             crate::BackpressureMode::DropNewest => shard
                 .queue
                 .push(slot)
                 .err()
-                .map(|_| IngestionError::Backpressure),
+                .map(|slot| (IngestionError::Backpressure, slot)),
             crate::BackpressureMode::DropOldest => {
-                if shard.queue.force_push(slot).is_some() {
+                evicted = shard.queue.force_push(slot);
+                if evicted.is_some() {
                     // The evicted event leaves its ring here: ingested, and dropped.
                     stats.events_ingested.fetch_add(1, Relaxed);
                     stats.events_dropped.fetch_add(1, Relaxed);
@@ -345,15 +358,16 @@ impl EventBus {
             crate::BackpressureMode::Block => shard
                 .push_blocking(slot, || inner.state.load(SeqCst) & CLOSING != 0)
                 .err()
-                .map(|_| IngestionError::ShuttingDown),
+                .map(|slot| (IngestionError::ShuttingDown, slot)),
         };
-        if let Some(e) = refused {
+        if let Some((e, slot)) = refused {
             counters.reserved_by_parity[parity].fetch_sub(1, SeqCst);
             let reason = match e {
                 IngestionError::Backpressure => &stats.rejected.backpressure,
                 _ => &stats.rejected.shutting_down,
             };
             reason.fetch_add(1, Relaxed);
+            drop(slot);
             return Err(e);
         }
         counters.pushed_by_parity[parity].fetch_add(1, SeqCst);
@@ -361,6 +375,7 @@ impl EventBus {
         // shares the cache line just written.
         let reserved = reserved.wrapping_add(counters.reserved_by_parity[parity ^ 1].load(Relaxed));
         shard.wake_worker_if_due(reserved);
+        drop(evicted);
         Ok(())
     }
 

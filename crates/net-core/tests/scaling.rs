@@ -534,3 +534,97 @@ async fn a_resize_waits_for_a_producer_still_pushing_onto_a_donor() {
     assert_eq!(stats.events_ingested, EVENTS);
     assert_eq!(stats.events_dispatched, EVENTS);
 }
+
+/// What the owner's `Drop` saw: whether the resize finished, and the second ingest.
+type DropOutcome = Arc<Mutex<Option<(bool, Result<(), net_core::IngestionError>)>>>;
+
+/// A payload whose owner, when it is dropped on the producer's thread, has the bus resized
+/// and then ingests another event: user code running inside `ingest_raw`.
+struct ResizeAndIngestOnDrop {
+    bus: Arc<EventBus>,
+    runtime: tokio::runtime::Handle,
+    outcome: DropOutcome,
+}
+
+impl AsRef<[u8]> for ResizeAndIngestOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        br#"{"owner":true}"#
+    }
+}
+
+impl Drop for ResizeAndIngestOnDrop {
+    fn drop(&mut self) {
+        let bus = &self.bus;
+        let resized = self
+            .runtime
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), bus.add_shards(1)).await
+            })
+            .is_ok_and(|added| added.is_ok());
+        let again = self.bus.ingest_raw(keyed(9, 9, 9));
+        *self.outcome.lock() = Some((resized, again));
+    }
+}
+
+/// A refused payload is dropped only after its reservation was returned, so its `Drop` may
+/// resize the bus; and an ingest from inside that `Drop`, whose thread's routing copy is
+/// stale and still borrowed by the outer call, routes with the shared table instead of
+/// giving up as `Unrouted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_dropped_inside_ingest_may_resize_and_ingest_again() {
+    let (_gate, open) = tokio::sync::watch::channel(false);
+    let bus = Arc::new(
+        EventBus::new(
+            EventBusConfig::builder()
+                .shards(1)
+                .ring_capacity(2)
+                .batch(BatchConfig {
+                    max_events: 1,
+                    max_delay_ms: 0,
+                })
+                .backpressure(BackpressureMode::DropNewest)
+                .adapter_instance(Gated { open })
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
+    let outcome: DropOutcome = Arc::new(Mutex::new(None));
+    let producer = {
+        let (bus, outcome) = (bus.clone(), outcome.clone());
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::spawn(move || {
+            // Fill the ring while the worker waits at the gate with its first batch.
+            let mut seq = 0;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while bus.ingest_raw(keyed(0, seq, seq)).is_ok() {
+                seq += 1;
+                assert!(Instant::now() < deadline, "the ring never filled up");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let owner = ResizeAndIngestOnDrop {
+                bus: bus.clone(),
+                runtime,
+                outcome,
+            };
+            let refused = bus.ingest_raw(RawEvent::from_bytes(bytes::Bytes::from_owner(owner)));
+            assert!(matches!(
+                refused,
+                Err(net_core::IngestionError::Backpressure)
+            ));
+        })
+    };
+    tokio::task::spawn_blocking(move || producer.join().unwrap())
+        .await
+        .unwrap();
+    let (resized, again) = outcome.lock().take().expect("the payload was dropped");
+    assert!(
+        resized,
+        "add_shards did not finish inside the payload's Drop"
+    );
+    assert!(
+        !matches!(again, Err(net_core::IngestionError::Unrouted)),
+        "{again:?}"
+    );
+}
