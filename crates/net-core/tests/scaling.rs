@@ -438,47 +438,12 @@ async fn a_slow_adapter_makes_the_monitor_scale_up_then_down() {
     assert_balanced(bus.stats());
 }
 
-/// Holds every batch until the gate opens.
-struct Gated {
-    open: tokio::sync::watch::Receiver<bool>,
-}
-
-#[async_trait]
-impl Adapter for Gated {
-    async fn on_batch(&self, _batch: Arc<Batch>) -> Result<(), AdapterError> {
-        let mut open = self.open.clone();
-        let _ = open.wait_for(|open| *open).await;
-        Ok(())
-    }
-
-    async fn poll_shard(
-        &self,
-        _shard: u16,
-        _from: Option<&str>,
-        _limit: usize,
-    ) -> Result<ShardPollResult, AdapterError> {
-        Ok(ShardPollResult::default())
-    }
-
-    async fn flush(&self) -> Result<(), AdapterError> {
-        Ok(())
-    }
-
-    async fn shutdown(&self) -> Result<(), AdapterError> {
-        Ok(())
-    }
-
-    fn name(&self) -> &str {
-        "gated"
-    }
-}
-
 /// A resize must not record a donor's hand-off count while a producer that reserved on the
 /// donor with the old table is still pushing (its reservation not yet matched by a push): here the producer is held in its push by a full
 /// ring (`Block`), and `add_shards` may only finish after that push.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resize_waits_for_a_producer_still_pushing_onto_a_donor() {
-    let (gate, open) = tokio::sync::watch::channel(false);
+    let adapter = ScriptedAdapter::new(vec![Step::Gated]);
     let bus = Arc::new(
         EventBus::new(
             EventBusConfig::builder()
@@ -489,7 +454,7 @@ async fn a_resize_waits_for_a_producer_still_pushing_onto_a_donor() {
                     max_delay_ms: 0,
                 })
                 .backpressure(BackpressureMode::Block)
-                .adapter_instance(Gated { open })
+                .adapter_instance(adapter.clone())
                 .build()
                 .unwrap(),
         )
@@ -524,7 +489,7 @@ async fn a_resize_waits_for_a_producer_still_pushing_onto_a_donor() {
         "add_shards returned while a producer was still pushing onto the donor"
     );
     let opened = Instant::now();
-    gate.send(true).unwrap();
+    adapter.open_gate();
     let (added, finished) = resize.await.unwrap();
     assert_eq!(added, Ok(vec![1]));
     assert!(finished >= opened);
@@ -572,7 +537,7 @@ impl Drop for ResizeAndIngestOnDrop {
 /// giving up as `Unrouted`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_dropped_inside_ingest_may_resize_and_ingest_again() {
-    let (_gate, open) = tokio::sync::watch::channel(false);
+    let adapter = ScriptedAdapter::new(vec![Step::Gated]);
     let bus = Arc::new(
         EventBus::new(
             EventBusConfig::builder()
@@ -583,7 +548,7 @@ async fn a_payload_dropped_inside_ingest_may_resize_and_ingest_again() {
                     max_delay_ms: 0,
                 })
                 .backpressure(BackpressureMode::DropNewest)
-                .adapter_instance(Gated { open })
+                .adapter_instance(adapter.clone())
                 .build()
                 .unwrap(),
         )

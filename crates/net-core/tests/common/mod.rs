@@ -23,6 +23,8 @@ pub enum Step {
     Fatal,
     /// Sleep, then store and succeed.
     Slow(u64),
+    /// Wait until [`ScriptedAdapter::open_gate`] was called, then store and succeed.
+    Gated,
 }
 
 /// A memory adapter whose `on_batch` follows a script (repeated cyclically), recording calls.
@@ -31,6 +33,7 @@ pub struct ScriptedAdapter {
     script: Vec<Step>,
     next: AtomicU64,
     pub calls: Mutex<Vec<(u64, u16, u64, usize)>>,
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 impl ScriptedAdapter {
@@ -41,7 +44,13 @@ impl ScriptedAdapter {
             script,
             next: AtomicU64::new(0),
             calls: Mutex::new(Vec::new()),
+            gate: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Lets every `Step::Gated` call through, now and from then on.
+    pub fn open_gate(&self) {
+        self.gate.send_replace(true);
     }
 }
 
@@ -65,6 +74,10 @@ impl Adapter for ScriptedAdapter {
             Step::Fatal => Err(AdapterError::Fatal("scripted".into())),
             Step::Slow(ms) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
+                self.memory.on_batch(batch).await
+            }
+            Step::Gated => {
+                let _ = self.gate.subscribe().wait_for(|open| *open).await;
                 self.memory.on_batch(batch).await
             }
         }
