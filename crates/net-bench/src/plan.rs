@@ -47,7 +47,7 @@ pub(crate) struct Plan {
     pub(crate) raw_events: u64,
     /// Events per measurement of the JSON rows.
     pub(crate) json_events: u64,
-    /// JSON values built (untimed) ahead of each timed stretch.
+    /// Events per timed chunk of the JSON rows: the bus row flushes once per chunk.
     pub(crate) json_chunk: usize,
     /// Events per measurement of the MemoryAdapter rows.
     pub(crate) memory_events: u64,

@@ -404,9 +404,37 @@ pub(crate) async fn raw_rows(plan: &Plan) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// The JSON values of events `start..end`, built before the clock starts.
-fn json_chunk(start: u64, end: u64) -> Vec<serde_json::Value> {
-    (start..end).map(json_value).collect()
+/// JSON values built (untimed) right before each timed stretch of the JSON rows.
+///
+/// A service builds each event just before it sends it, so the small blocks that dropping
+/// one value frees are soon reused by the next value it builds. Building a whole chunk of
+/// values ahead instead leaves the timed loop to free hundreds of thousands of small blocks
+/// with no allocation in between, a heap no running service has: glibc then makes the next
+/// large allocation (the bus's serialization block) consolidate all of them first. Both rows
+/// get the same stretches; timing each one costs two clock reads per stretch, about one
+/// nanosecond per value. docs/performance.md shows how the row moves with the stretch.
+const JSON_STRETCH: u64 = 32;
+
+/// Runs `timed` over the values `start..end`, built in stretches of [`JSON_STRETCH`]
+/// outside the clock; returns the time spent inside `timed` and the sum of its results.
+fn json_stretches(
+    start: u64,
+    end: u64,
+    mut timed: impl FnMut(&mut Vec<serde_json::Value>) -> Result<u64>,
+) -> Result<(Duration, u64)> {
+    let mut values = Vec::with_capacity(JSON_STRETCH as usize);
+    let (mut took, mut total) = (Duration::ZERO, 0u64);
+    let mut next = start;
+    while next < end {
+        let stop = (next + JSON_STRETCH).min(end);
+        values.extend((next..stop).map(json_value));
+        next = stop;
+        let started = Instant::now();
+        total += timed(&mut values)?;
+        took += started.elapsed();
+        values.clear();
+    }
+    Ok((took, total))
 }
 
 /// The chunks `[start, end)` that split `events` into runs of at most `chunk`.
@@ -418,55 +446,49 @@ fn chunks(events: u64, chunk: usize) -> impl Iterator<Item = (u64, u64)> {
 /// `ingest(Event)` of the values `start..end` from one producer thread.
 ///
 /// The values are built outside the clock, on the producer thread itself (as a service builds
-/// its events on the thread that ingests them, and as the baseline builds them); the chunk is
-/// timed from its first ingest to after `flush()` returned. Returns the time and the number
-/// of failed ingest calls.
+/// its events on the thread that ingests them, and as the baseline builds them). The chunk's
+/// time is its ingest calls plus the `flush()` after the last one. Returns the time and the
+/// number of failed ingest calls.
 async fn bus_json_chunk(bus: &EventBus, start: u64, end: u64) -> Result<(Duration, u64)> {
-    let (started, failed, values) = thread::scope(|scope| {
+    let (ingested, failed) = thread::scope(|scope| {
         scope
             .spawn(|| {
-                let mut values = json_chunk(start, end);
-                let started = Instant::now();
-                let failed = values
-                    .drain(..)
-                    .map(|value| bus.ingest(Event::new(value)))
-                    .filter(Result::is_err)
-                    .count();
-                (started, failed as u64, values)
+                json_stretches(start, end, |values| {
+                    let failed = values
+                        .drain(..)
+                        .map(|value| bus.ingest(Event::new(value)))
+                        .filter(Result::is_err)
+                        .count();
+                    Ok(failed as u64)
+                })
             })
             .join()
     })
-    .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
+    .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    let started = Instant::now();
     bus.flush().await?;
-    let elapsed = started.elapsed();
-    // Freed after the clock stopped (see `to_vec_chunk`).
-    drop(values);
-    Ok((elapsed, failed))
+    Ok((ingested + started.elapsed(), failed))
 }
 
 /// `serde_json::to_vec` of the values `start..end`, each value dropped afterwards as `ingest`
 /// drops it: the cost of serializing alone. Like the bus row, the chunk is built and
-/// serialized on a thread of its own.
+/// serialized on a thread of its own, in the same stretches.
 fn to_vec_chunk(start: u64, end: u64) -> Result<Duration> {
-    let (took, values) = thread::scope(|scope| {
+    let (took, _) = thread::scope(|scope| {
         scope
-            .spawn(|| -> Result<_> {
-                let mut values = json_chunk(start, end);
-                let started = Instant::now();
-                for value in values.drain(..) {
-                    let bytes = serde_json::to_vec(&value)?;
-                    drop(value);
-                    std::hint::black_box(bytes);
-                }
-                Ok((started.elapsed(), values))
+            .spawn(|| {
+                json_stretches(start, end, |values| {
+                    for value in values.drain(..) {
+                        let bytes = serde_json::to_vec(&value)?;
+                        drop(value);
+                        std::hint::black_box(bytes);
+                    }
+                    Ok(0)
+                })
             })
             .join()
     })
     .map_err(|_| anyhow::anyhow!("the serializing thread panicked"))??;
-    // The chunk's own buffer is freed after the clock stopped: with glibc, that large free
-    // consolidates every small block freed meanwhile, which would bill one chunk's allocator
-    // housekeeping to whichever row happened to free it.
-    drop(values);
     Ok(took)
 }
 
@@ -526,7 +548,7 @@ pub(crate) async fn json_rows(plan: &Plan) -> Result<Vec<Row>> {
             ingest.rates(events)?,
         )
         .baseline("serde_json::to_vec")
-        .note("values built untimed in chunks; each chunk timed from first ingest to flush")
+        .note("values built untimed, 32 at a time, right before they are sent; timed: the ingest calls and one flush per chunk")
         .problems(ingest.take_problems()),
         Row::new(
             "serde_json::to_vec",
@@ -538,7 +560,7 @@ pub(crate) async fn json_rows(plan: &Plan) -> Result<Vec<Row>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{chunks, row_name};
+    use super::{chunks, json_stretches, row_name, JSON_STRETCH};
 
     #[test]
     fn chunks_cover_every_event_once() {
@@ -549,6 +571,23 @@ mod tests {
         check(10, 10, &[(0, 10)]);
         check(25, 10, &[(0, 10), (10, 20), (20, 25)]);
         check(3, 0, &[(0, 1), (1, 2), (2, 3)]);
+    }
+
+    #[test]
+    fn json_stretches_build_every_value_once_in_short_runs() {
+        let mut seen = Vec::new();
+        let mut runs = Vec::new();
+        let (_, total) = json_stretches(10, 10 + 2 * JSON_STRETCH + 5, |values| {
+            runs.push(values.len() as u64);
+            seen.extend(values.iter().map(|v| v["seq"].as_u64().unwrap()));
+            Ok(values.len() as u64)
+        })
+        .unwrap();
+        assert_eq!(seen, (10..10 + 2 * JSON_STRETCH + 5).collect::<Vec<_>>());
+        assert_eq!(runs, [JSON_STRETCH, JSON_STRETCH, 5]);
+        assert_eq!(total, 2 * JSON_STRETCH + 5);
+        let (took, total) = json_stretches(7, 7, |_| unreachable!()).unwrap();
+        assert_eq!((took, total), (std::time::Duration::ZERO, 0));
     }
 
     #[test]
