@@ -548,7 +548,10 @@ pub(crate) async fn json_rows(plan: &Plan) -> Result<Vec<Row>> {
             ingest.rates(events)?,
         )
         .baseline("serde_json::to_vec")
-        .note("values built untimed, 32 at a time, right before they are sent; timed: the ingest calls and one flush per chunk")
+        .note(format!(
+            "values built untimed, {JSON_STRETCH} at a time, right before they are sent; \
+             timed: the ingest calls and one flush per chunk"
+        ))
         .problems(ingest.take_problems()),
         Row::new(
             "serde_json::to_vec",
