@@ -20,14 +20,6 @@
 //! state word takes its reservation back and routes again (a table one version ahead of the
 //! state word is fine: resizes publish the table before they bump the version).
 //!
-//! # Routing snapshots
-//! Each producer thread keeps its own reference to the routing snapshot it used last (a
-//! per-bus thread-local), so routing an event reads no shared reference count. The state word
-//! says whether that copy is still current: the check above already rejects a table older
-//! than the state, and a producer that finds its copy stale replaces it from the shared
-//! pointer and routes again. A thread's copy lives as long as the bus, so a thread that stops
-//! ingesting keeps the table it last used (8 KiB and the shard list) until the bus is dropped.
-//!
 //! # Shutdown
 //! The closing bit is set first. Because producers reserve before they read it, either shutdown sees its reservation and waits for the event, or the
 //! producer sees `closing` and refuses the event: no event is stranded in a ring. Workers
@@ -49,11 +41,10 @@ use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 use net_adapter::{Adapter, AdapterError, Batch, BatchEvent};
 use parking_lot::Mutex;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use thread_local::ThreadLocal;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -80,11 +71,8 @@ pub(crate) struct Inner {
     // Fields producers read on every event are padded away from fields the workers write
     // after every batch (stats, progress): sharing a cache line with those made the state
     // word and the routing pointer miss in the producer's cache.
-    /// The current routing snapshot.
+    /// The current routing snapshot (read on every ingest).
     routing: CachePadded<ArcSwap<Routing>>,
-    /// Each producer thread's copy of the snapshot it routed with last (see "Routing
-    /// snapshots" in the module documentation).
-    routing_cache: ThreadLocal<RefCell<Arc<Routing>>>,
     /// Closing bit and routing version (see the module documentation).
     state: CachePadded<AtomicU64>,
     pub(crate) stats: CachePadded<EventBusStats>,
@@ -165,24 +153,6 @@ fn sample_keep(one_in: u32) -> bool {
     })
 }
 
-/// The routing snapshot one ingest routes with: this thread's cached copy, or (when the
-/// cache is in use further up the stack) the shared pointer.
-enum Snapshot<'a> {
-    Cached(std::cell::Ref<'a, Arc<Routing>>),
-    Shared(arc_swap::Guard<Arc<Routing>>),
-}
-
-impl std::ops::Deref for Snapshot<'_> {
-    type Target = Routing;
-
-    fn deref(&self) -> &Routing {
-        match self {
-            Snapshot::Cached(cached) => cached,
-            Snapshot::Shared(shared) => shared,
-        }
-    }
-}
-
 impl EventBus {
     /// Builds the adapter, initialises it, loads the producer nonce and starts one batch
     /// worker per shard on the current tokio runtime.
@@ -210,7 +180,6 @@ impl EventBus {
         let inner = Arc::new(Inner {
             adapter,
             routing: CachePadded::new(ArcSwap::from_pointee(routing)),
-            routing_cache: ThreadLocal::new(),
             state: CachePadded::new(AtomicU64::new(0)),
             stats: CachePadded::new(stats),
             identity,
@@ -281,20 +250,10 @@ impl EventBus {
                 return Err(IngestionError::Sampled);
             }
         }
-        let cache = inner
-            .routing_cache
-            .get_or(|| RefCell::new(inner.routing.load_full()));
         let mut reroutes = 0u32;
         let mut reserved;
-        // Set when this thread's copy is borrowed further up its own stack (a payload dropped
-        // inside `ingest_raw` may own a `Drop` that ingests again), so it cannot be replaced.
-        let mut bypass_cache = false;
         let (routing, index, parity) = loop {
-            // The cached snapshot costs no shared write to read.
-            let routing = match cache.try_borrow() {
-                Ok(cached) if !bypass_cache => Snapshot::Cached(cached),
-                _ => Snapshot::Shared(inner.routing.load()),
-            };
+            let routing = inner.routing.load();
             let index = routing.route(event.hash());
             let counters = &routing.shards[index].counters;
             let parity = (routing.version & 1) as usize;
@@ -311,13 +270,8 @@ impl EventBus {
                 stats.rejected.shutting_down.fetch_add(1, Relaxed);
                 return Err(IngestionError::ShuttingDown);
             }
-            // A resize was published after this table was loaded: route again with the current
-            // one. It is already in place, so this repeats only if resizes keep racing.
-            drop(routing);
-            match cache.try_borrow_mut() {
-                Ok(mut cached) => *cached = inner.routing.load_full(),
-                Err(_) => bypass_cache = true,
-            }
+            // A resize was published after this table was loaded: route again. The new table
+            // is already in place, so this repeats only if resizes keep racing the reload.
             reroutes += 1;
             if reroutes > MAX_REROUTES {
                 stats.rejected.unrouted.fetch_add(1, Relaxed);

@@ -11,9 +11,9 @@
 //!   move only from the removed shard.
 //!
 //! # Snapshots and versions
-//! A [`Routing`] is immutable and published whole (an `ArcSwap`); each producer thread keeps a
-//! copy of the snapshot it used last and checks it against the version on every ingest. Every snapshot carries a version, and the bus keeps the current version in an
-//! atomic next to its closing flag. A producer counts its reservation on the shard under its
+//! A [`Routing`] is immutable and published whole (an `ArcSwap`, loaded on every ingest).
+//! Every snapshot carries a version, and the bus keeps the current version in an atomic next
+//! to its closing flag. A producer counts its reservation on the shard under its
 //! snapshot's version parity, *then* reads the version: if its snapshot is
 //! older, it takes the reservation back and routes again with the new snapshot. The resizer
 //! publishes the snapshot and bumps the version *then* reads the shards' counts. Both steps are
