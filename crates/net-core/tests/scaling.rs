@@ -438,29 +438,39 @@ async fn a_slow_adapter_makes_the_monitor_scale_up_then_down() {
     assert_balanced(bus.stats());
 }
 
+/// A bus of one shard whose worker holds its first batch until `open_gate()`, so that its
+/// ring fills and stays full; batches close at `max_events` with no delay.
+async fn gated_one_shard_bus(
+    ring: usize,
+    max_events: usize,
+    backpressure: BackpressureMode,
+) -> (Arc<EventBus>, Arc<ScriptedAdapter>) {
+    let adapter = ScriptedAdapter::new(vec![Step::Gated]);
+    let bus = EventBus::new(
+        EventBusConfig::builder()
+            .shards(1)
+            .ring_capacity(ring)
+            .batch(BatchConfig {
+                max_events,
+                max_delay_ms: 0,
+            })
+            .backpressure(backpressure)
+            .adapter_instance(adapter.clone())
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    (Arc::new(bus), adapter)
+}
+
 /// A resize must not record a donor's hand-off count while a producer that reserved on the
-/// donor with the old table is still pushing (its reservation not yet matched by a push): here the producer is held in its push by a full
-/// ring (`Block`), and `add_shards` may only finish after that push.
+/// donor with the old table is still pushing (its reservation not yet matched by a push).
+/// Here the producer is held in its push by a full ring (`Block`), and `add_shards` may only
+/// finish after that push.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resize_waits_for_a_producer_still_pushing_onto_a_donor() {
-    let adapter = ScriptedAdapter::new(vec![Step::Gated]);
-    let bus = Arc::new(
-        EventBus::new(
-            EventBusConfig::builder()
-                .shards(1)
-                .ring_capacity(4)
-                .batch(BatchConfig {
-                    max_events: 2,
-                    max_delay_ms: 0,
-                })
-                .backpressure(BackpressureMode::Block)
-                .adapter_instance(adapter.clone())
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap(),
-    );
+    let (bus, adapter) = gated_one_shard_bus(4, 2, BackpressureMode::Block).await;
     // The producer fills the ring while the worker waits at the gate, then blocks in a push.
     const EVENTS: u64 = 100;
     let pushed = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -532,29 +542,12 @@ impl Drop for ResizeAndIngestOnDrop {
 }
 
 /// A refused payload is dropped only after its reservation was returned, so its `Drop` may
-/// resize the bus; and an ingest from inside that `Drop`, whose thread's routing copy is
-/// stale and still borrowed by the outer call, routes with the shared table instead of
-/// giving up as `Unrouted`.
+/// resize the bus; and an ingest from inside that `Drop`, made while the outer call still
+/// holds the table from before the resize, routes with the new table instead of giving up as
+/// `Unrouted`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_dropped_inside_ingest_may_resize_and_ingest_again() {
-    let adapter = ScriptedAdapter::new(vec![Step::Gated]);
-    let bus = Arc::new(
-        EventBus::new(
-            EventBusConfig::builder()
-                .shards(1)
-                .ring_capacity(2)
-                .batch(BatchConfig {
-                    max_events: 1,
-                    max_delay_ms: 0,
-                })
-                .backpressure(BackpressureMode::DropNewest)
-                .adapter_instance(adapter.clone())
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap(),
-    );
+    let (bus, _adapter) = gated_one_shard_bus(2, 1, BackpressureMode::DropNewest).await;
     let outcome: DropOutcome = Arc::new(Mutex::new(None));
     let producer = {
         let (bus, outcome) = (bus.clone(), outcome.clone());
