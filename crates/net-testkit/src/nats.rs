@@ -1,6 +1,6 @@
 //! A private `nats-server -js`, or the shared one `NATS_URL` names.
 
-use crate::process::{dump_log, end, free_port, loud, skip, watchdog};
+use crate::process::{dump_log, end, free_port, respawn, skip, watchdog};
 use std::io::Read as _;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -235,18 +235,7 @@ impl NatsServer {
     /// Starts the server again on the same port with the same store directory.
     pub fn restart(&mut self) {
         self.kill();
-        let started = Instant::now();
-        loop {
-            match self.spawn() {
-                Ok(()) => return,
-                // The port can stay busy for a moment after the old process died.
-                Err(err) if started.elapsed() < READY_WITHIN => {
-                    loud(&format!("nats-server restart retrying: {err}"));
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(err) => panic!("could not restart nats-server: {err}"),
-            }
-        }
+        respawn("nats-server", READY_WITHIN, || self.spawn());
     }
 
     /// The server's log, for failure reports.

@@ -74,6 +74,26 @@ pub(crate) fn watchdog(server: u32) -> Result<Child, String> {
         .map_err(|e| format!("spawn the watchdog: {e}"))
 }
 
+/// Calls `spawn` until it succeeds, retrying for up to `within`: right after a server was
+/// killed, its port can stay busy for a moment. Panics, naming `server`, if it never does.
+pub(crate) fn respawn(
+    server: &str,
+    within: Duration,
+    mut spawn: impl FnMut() -> Result<(), String>,
+) {
+    let started = Instant::now();
+    loop {
+        match spawn() {
+            Ok(()) => return,
+            Err(err) if started.elapsed() < within => {
+                loud(&format!("{server} restart retrying: {err}"));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(err) => panic!("could not restart {server}: {err}"),
+        }
+    }
+}
+
 /// Kills (SIGKILL) and reaps a process, if there is one.
 pub(crate) fn end(process: &mut Option<Child>) {
     if let Some(mut child) = process.take() {

@@ -1,6 +1,6 @@
 //! A private `redis-server`, or the shared one `REDIS_URL` names.
 
-use crate::process::{dump_log, end, free_port, loud, skip, watchdog};
+use crate::process::{dump_log, end, free_port, respawn, skip, watchdog};
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -119,18 +119,7 @@ impl RedisServer {
     pub fn restart(&mut self) {
         let private = self.private.as_mut().expect("a private server");
         private.kill();
-        let started = Instant::now();
-        loop {
-            match private.spawn() {
-                Ok(()) => return,
-                // The port can stay busy for a moment after the old process died.
-                Err(err) if started.elapsed() < START_TIMEOUT => {
-                    loud(&format!("redis restart retrying: {err}"));
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(err) => panic!("could not restart redis-server: {err}"),
-            }
-        }
+        respawn("redis-server", START_TIMEOUT, || private.spawn());
     }
 
     /// The server's log so far (empty for a shared server).
