@@ -13,12 +13,12 @@
 //! # Snapshots and versions
 //! A [`Routing`] is immutable and published whole (an `ArcSwap`, loaded on every ingest).
 //! Every snapshot carries a version, and the bus keeps the current version in an atomic next
-//! to its closing flag. A producer counts its reservation on the shard under its
-//! snapshot's version parity, *then* reads the version: if its snapshot is
-//! older, it takes the reservation back and routes again with the new snapshot. The resizer
-//! publishes the snapshot and bumps the version *then* reads the shards' counts. Both steps are
-//! SeqCst, so every producer that routed with the old snapshot is either visible to the
-//! resizer or routes again.
+//! to its closing flag. A producer counts its reservation on the shard under its snapshot's
+//! version parity, *then* reads the version: if its snapshot is older, it takes the
+//! reservation back and routes again with the new snapshot. The resizer publishes the
+//! snapshot and bumps the version *then* reads the shards' counts. Both steps are SeqCst, so
+//! every producer that routed with the old snapshot is either visible to the resizer or
+//! routes again.
 //!
 //! # The hand-off fence
 //! A key that moves keeps its order because the shard receiving it waits before its next
