@@ -1,6 +1,6 @@
 //! The [`Adapter`] trait and its contract.
 
-use crate::{AdapterError, Batch, ShardPollResult};
+use crate::{AdapterError, Batch, LayoutWrite, ShardPollResult, StreamLayout};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -67,6 +67,21 @@ pub trait Adapter: Send + Sync {
     async fn is_healthy(&self) -> bool {
         true
     }
+
+    /// Records `layout` in the backend as `write` says and returns the layout recorded there
+    /// afterwards: with [`LayoutWrite::IfAbsent`], the one an earlier bus recorded if there is
+    /// one (the bus refuses to start when it differs from its own), else `layout`.
+    ///
+    /// An adapter that keeps no layout returns `Ok(None)` (the default); one that does must
+    /// make `IfAbsent` atomic, so that of two buses opening a new stream at once exactly one
+    /// layout wins and both are told which.
+    async fn record_layout(
+        &self,
+        _layout: StreamLayout,
+        _write: LayoutWrite,
+    ) -> Result<Option<StreamLayout>, AdapterError> {
+        Ok(None)
+    }
 }
 
 /// Lets a caller keep a handle on an adapter it gives to the bus (`Arc<MyAdapter>`).
@@ -109,5 +124,13 @@ impl<A: Adapter + ?Sized> Adapter for Arc<A> {
 
     async fn is_healthy(&self) -> bool {
         (**self).is_healthy().await
+    }
+
+    async fn record_layout(
+        &self,
+        layout: StreamLayout,
+        write: LayoutWrite,
+    ) -> Result<Option<StreamLayout>, AdapterError> {
+        (**self).record_layout(layout, write).await
     }
 }

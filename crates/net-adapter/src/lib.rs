@@ -7,6 +7,8 @@
 //! - [`Adapter`]: the trait, with its contract written on it;
 //! - [`Batch`], [`BatchEvent`], [`StoredEvent`], [`ShardPollResult`]: the types it speaks;
 //! - [`AdapterError`]: the error classification the bus acts on;
+//! - [`StreamLayout`]: the shard count producers and consumers of a stream agree on, which
+//!   adapters record in their backend;
 //! - [`NoopAdapter`] and [`MemoryAdapter`]: the two reference adapters;
 //! - `conformance` (feature `conformance`): the checks every adapter must pass, and the
 //!   `conformance_suite!` macro that turns them into one test per property.
@@ -19,12 +21,14 @@ mod adapter;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
+mod layout;
 mod memory;
 mod noop;
 mod types;
 
 pub use adapter::Adapter;
 pub use error::{AdapterError, AdapterResult};
+pub use layout::{LayoutWrite, StreamLayout};
 pub use memory::{MemoryAdapter, MemoryAdapterConfig, MemoryFault};
 pub use noop::NoopAdapter;
 pub use types::{dedup_id, Batch, BatchEvent, ShardPollResult, StoredEvent, MAX_PAGE};

@@ -18,7 +18,9 @@
 //! arrive in sequence order (per-shard FIFO).
 
 use crate::types::{dedup_id, MAX_PAGE};
-use crate::{Adapter, AdapterError, Batch, ShardPollResult, StoredEvent};
+use crate::{
+    Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StoredEvent, StreamLayout,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -136,6 +138,8 @@ pub struct MemoryAdapter {
     config: MemoryAdapterConfig,
     shards: RwLock<HashMap<u16, Arc<Mutex<ShardLog>>>>,
     faults: Mutex<HashMap<u16, MemoryFault>>,
+    /// The layout recorded by the first bus (see [`Adapter::record_layout`]).
+    layout: Mutex<Option<StreamLayout>>,
     shut_down: AtomicBool,
 }
 
@@ -151,6 +155,7 @@ impl MemoryAdapter {
             config,
             shards: RwLock::new(HashMap::new()),
             faults: Mutex::new(HashMap::new()),
+            layout: Mutex::new(None),
             shut_down: AtomicBool::new(false),
         }
     }
@@ -389,6 +394,22 @@ impl Adapter for MemoryAdapter {
 
     fn name(&self) -> &str {
         "memory"
+    }
+
+    async fn record_layout(
+        &self,
+        layout: StreamLayout,
+        write: LayoutWrite,
+    ) -> Result<Option<StreamLayout>, AdapterError> {
+        self.check_open()?;
+        let mut recorded = self.layout.lock();
+        match (write, *recorded) {
+            (LayoutWrite::IfAbsent, Some(earlier)) => Ok(Some(earlier)),
+            _ => {
+                *recorded = Some(layout);
+                Ok(Some(layout))
+            }
+        }
     }
 }
 

@@ -3,7 +3,10 @@
 
 use super::tests::MemoryFixture;
 use super::{run_all, Capabilities, ConformanceFailure, Fixture, HookResult, Outcome, Property};
-use crate::{async_trait, Adapter, AdapterError, Batch, MemoryAdapter, ShardPollResult};
+use crate::{
+    async_trait, Adapter, AdapterError, Batch, LayoutWrite, MemoryAdapter, ShardPollResult,
+    StreamLayout,
+};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +29,8 @@ enum Flaw {
     PanicsOnGarbageCursor,
     /// Never completes a write.
     HangsOnBatch,
+    /// Records every layout it is given, so the last bus to open a stream wins.
+    OverwritesLayout,
 }
 
 /// A memory adapter with one [`Flaw`].
@@ -99,6 +104,18 @@ impl Adapter for Broken {
     fn name(&self) -> &str {
         "broken"
     }
+
+    async fn record_layout(
+        &self,
+        layout: StreamLayout,
+        write: LayoutWrite,
+    ) -> Result<Option<StreamLayout>, AdapterError> {
+        let write = match self.flaw {
+            Flaw::OverwritesLayout => LayoutWrite::Replace,
+            _ => write,
+        };
+        self.inner.record_layout(layout, write).await
+    }
 }
 
 /// The fixture of a [`Broken`] adapter: the memory fixture's hooks, applied to the inner log.
@@ -116,7 +133,9 @@ impl Fixture for BrokenFixture {
 
     fn capabilities(&self) -> Capabilities {
         // The duplicating adapter keeps no dedup ids, so it cannot lean on them.
-        Capabilities::default().persists_dedup_ids(self.adapter.flaw != Flaw::DuplicatesOnRetry)
+        Capabilities::default()
+            .persists_dedup_ids(self.adapter.flaw != Flaw::DuplicatesOnRetry)
+            .records_layout(true)
     }
 
     fn deadline(&self) -> Duration {
@@ -230,6 +249,13 @@ async fn an_adapter_whose_has_more_lies_is_caught() {
     let failure = caught(Flaw::LiesAboutHasMore, Property::PagingHasMoreTruthful).await;
     assert!(failure.message.contains("has_more = false"), "{failure}");
     caught_by_run_all(Flaw::LiesAboutHasMore, Property::PagingHasMoreTruthful).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_whose_last_layout_wins_is_caught() {
+    let failure = caught(Flaw::OverwritesLayout, Property::LayoutRecordedOnce).await;
+    assert!(failure.message.contains("told"), "{failure}");
+    caught_by_run_all(Flaw::OverwritesLayout, Property::LayoutRecordedOnce).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,9 +41,18 @@ pub struct Capabilities {
     /// an adapter to store a redelivered batch again if its dedup ids make the copies
     /// filterable). When not declared, redelivered copies must not be stored at all.
     pub persists_dedup_ids: bool,
+    /// The adapter records the stream layout in its backend
+    /// ([`Adapter::record_layout`](crate::Adapter::record_layout) returns `Some`).
+    pub records_layout: bool,
 }
 
 impl Capabilities {
+    /// Declares whether the adapter records the stream layout.
+    pub fn records_layout(mut self, yes: bool) -> Self {
+        self.records_layout = yes;
+        self
+    }
+
     /// Declares whether the adapter persists dedup ids.
     pub fn persists_dedup_ids(mut self, yes: bool) -> Self {
         self.persists_dedup_ids = yes;

@@ -187,6 +187,8 @@ pub(crate) struct Core {
     pub(crate) nonce: u64,
     /// Whether the adapter declares that it persists dedup ids.
     pub(crate) persists_dedup_ids: bool,
+    /// Whether the adapter declares that it records the stream layout.
+    pub(crate) records_layout: bool,
     /// Retryable errors `deliver` retried.
     retried: AtomicU64,
     /// Observations for the outcome.
@@ -219,6 +221,7 @@ impl<'a> Ctx<'a> {
             deadline: fixture.deadline(),
             nonce: random_u64(),
             persists_dedup_ids: fixture.capabilities().persists_dedup_ids,
+            records_layout: fixture.capabilities().records_layout,
             retried: AtomicU64::new(0),
             notes: Mutex::new(Vec::new()),
         };

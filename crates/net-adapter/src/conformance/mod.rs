@@ -39,7 +39,7 @@
 //! let report = run_all(|| async { AdapterOnly::new(MemoryAdapter::new()) }).await;
 //! // Without hooks, the properties that need one are skipped, by name.
 //! assert!(report.is_success(), "{report}");
-//! assert_eq!(report.skipped().len(), 6);
+//! assert_eq!(report.skipped().len(), 7);
 //! # });
 //! ```
 //!
@@ -87,7 +87,8 @@ pub use checks::{
     concurrent_batches_and_polls, corrupt_entries_skipped, dedup_ids_round_trip,
     event_id_resumes_after_event, events_round_trip, fatal_errors_classified,
     hostile_cursors_rejected, idempotent_retry_after_cancel, idempotent_retry_after_error,
-    idempotent_retry_after_ok, idempotent_retry_after_timeout, never_blocks_indefinitely,
+    idempotent_retry_after_ok, idempotent_retry_after_timeout, layout_recorded_once,
+    never_blocks_indefinitely,
     order_within_shard, paging_has_more_truthful, paging_limits, paging_no_overlap_no_gap,
     per_shard_fifo_under_concurrency, shutdown_rejects_on_batch, shutdown_rejects_poll_shard,
     stale_cursor_after_retention,
@@ -250,6 +251,7 @@ macro_rules! conformance_suite {
             corrupt_entries_skipped CorruptEntriesSkipped,
             stale_cursor_after_retention StaleCursorAfterRetention,
             concurrent_batches_and_polls ConcurrentBatchesAndPolls,
+            layout_recorded_once LayoutRecordedOnce,
         );
     };
     (@expand ($factory:expr) $($name:ident $property:ident,)*) => {

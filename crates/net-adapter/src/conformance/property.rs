@@ -109,6 +109,9 @@ properties! {
     /// Readers polling while writers append see each shard's events once, in order, with no
     /// gap, and everything in the end.
     ConcurrentBatchesAndPolls => concurrent_batches_and_polls, requires: None;
+    /// The first layout recorded wins, also among buses racing to record theirs; later
+    /// `IfAbsent` writes are told the recorded one, and `Replace` replaces it.
+    LayoutRecordedOnce => layout_recorded_once, requires: Some("capability `records_layout`");
 }
 
 impl Property {

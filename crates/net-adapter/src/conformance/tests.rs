@@ -16,7 +16,9 @@ impl Fixture for MemoryFixture {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default().persists_dedup_ids(true)
+        Capabilities::default()
+            .persists_dedup_ids(true)
+            .records_layout(true)
     }
 
     async fn inject_corrupt(&self, shard_id: u16) -> HookResult {

@@ -4,7 +4,7 @@ use crate::conformance::harness::{
     describe_batch, describe_error, describe_poll, expected, labels, Ctx,
 };
 use crate::conformance::{ConformanceFailure, Fixture, Outcome, Property};
-use crate::AdapterError;
+use crate::{AdapterError, LayoutWrite, StreamLayout};
 
 /// The shards the flood writes to.
 const FLOOD_SHARDS: [u16; 4] = [0, 1, 2, 3];
@@ -122,4 +122,89 @@ pub async fn shutdown_rejects_poll_shard(
         })?;
     }
     Ok(ctx.passed())
+}
+
+/// Checks [`Property::LayoutRecordedOnce`] (needs the `records_layout` capability): four
+/// `IfAbsent` writes racing on a new stream are all told the same layout, one of theirs; a
+/// later `IfAbsent` write with another shard count is told that layout; a `Replace` write
+/// replaces it, and `IfAbsent` then reports the replacement.
+pub async fn layout_recorded_once(fixture: &dyn Fixture) -> Result<Outcome, ConformanceFailure> {
+    let ctx = Ctx::new(Property::LayoutRecordedOnce, fixture);
+    if !ctx.records_layout {
+        return Ok(ctx.skip_without_capability("records_layout"));
+    }
+    let racers = [2u16, 3, 4, 5];
+    let calls: Vec<_> = racers
+        .iter()
+        .map(|&shards| {
+            let adapter = ctx.adapter.clone();
+            let call = tokio::spawn(async move {
+                adapter
+                    .record_layout(StreamLayout::new(shards), LayoutWrite::IfAbsent)
+                    .await
+            });
+            (shards, call)
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for (shards, call) in calls {
+        let what = format!("record_layout({shards} shards, IfAbsent) racing three others");
+        let result = ctx.run(&what, call).await?;
+        match result {
+            Ok(result) => answers.push(recorded(&ctx, &what, result)?),
+            Err(join) => return Err(ctx.fail(format!("{what} did not complete: {join}"))),
+        }
+    }
+    let winner = answers[0];
+    if !racers.contains(&winner) || answers.iter().any(|&a| a != winner) {
+        return Err(ctx.fail(format!(
+            "buses racing to record {racers:?} shards on a new stream were told {answers:?}: \
+             all must be told the same one of theirs"
+        )));
+    }
+    let later = record(&ctx, winner + 10, LayoutWrite::IfAbsent).await?;
+    if later != winner {
+        return Err(ctx.fail(format!(
+            "a bus recording {} shards after {winner} were recorded was told {later}",
+            winner + 10
+        )));
+    }
+    let replaced = record(&ctx, 7, LayoutWrite::Replace).await?;
+    let after = record(&ctx, winner, LayoutWrite::IfAbsent).await?;
+    if replaced != 7 || after != 7 {
+        return Err(ctx.fail(format!(
+            "replacing the layout with 7 shards returned {replaced}, and the next IfAbsent \
+             write was told {after}: both should be 7"
+        )));
+    }
+    Ok(ctx.passed())
+}
+
+/// Records a layout of `shards` shards and returns the shard count the adapter reports.
+async fn record(ctx: &Ctx<'_>, shards: u16, write: LayoutWrite) -> Result<u16, ConformanceFailure> {
+    let adapter = ctx.adapter.clone();
+    let what = format!("record_layout({shards} shards, {write:?})");
+    let result = ctx
+        .run(&what, async move {
+            adapter
+                .record_layout(StreamLayout::new(shards), write)
+                .await
+        })
+        .await?;
+    recorded(ctx, &what, result)
+}
+
+/// The shard count of a `record_layout` answer, or the failure it shows.
+fn recorded(
+    ctx: &Ctx<'_>,
+    what: &str,
+    result: Result<Option<StreamLayout>, AdapterError>,
+) -> Result<u16, ConformanceFailure> {
+    match result {
+        Ok(Some(layout)) => Ok(layout.shards),
+        Ok(None) => Err(ctx.fail(format!(
+            "{what} returned None although the fixture declares `records_layout`"
+        ))),
+        Err(error) => Err(ctx.fail(format!("{what} failed with {}", describe_error(&error)))),
+    }
 }

@@ -11,7 +11,8 @@ mod retries;
 mod writes;
 
 pub use lifecycle::{
-    never_blocks_indefinitely, shutdown_rejects_on_batch, shutdown_rejects_poll_shard,
+    layout_recorded_once, never_blocks_indefinitely, shutdown_rejects_on_batch,
+    shutdown_rejects_poll_shard,
 };
 pub use reads::{
     corrupt_entries_skipped, event_id_resumes_after_event, hostile_cursors_rejected,
