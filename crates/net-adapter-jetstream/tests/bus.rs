@@ -63,6 +63,7 @@ async fn kill_nine_mid_ingest_and_restart_stores_every_accepted_event_once() {
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(300),
             attempt_timeout: Duration::from_secs(5),
+            ..RetryPolicy::default()
         })
         .adapter_instance(adapter.clone())
         .build()

@@ -81,6 +81,7 @@ async fn sigkill_and_restart_mid_ingest_loses_and_duplicates_nothing() {
             initial_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(100),
             attempt_timeout: Duration::from_secs(5),
+            ..RetryPolicy::default()
         })
         .adapter_instance(adapter.clone())
         .build()

@@ -758,6 +758,7 @@ impl Inner {
         let retry = &self.config.retry;
         let n = batch.events.len() as u64;
         let mut attempt = 0u32;
+        let deadline = retry.max_elapsed.map(|window| Instant::now() + window);
         let outcome = loop {
             let call = self.adapter.on_batch(batch.clone());
             let result = match tokio::time::timeout(retry.attempt_timeout, call).await {
@@ -777,7 +778,8 @@ impl Inner {
             if !error.is_retryable() {
                 break Err((DropReason::AdapterRejected, error));
             }
-            if attempt >= retry.max_retries {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if attempt >= retry.max_retries || left.is_some_and(|l| l.is_zero()) {
                 break Err((DropReason::RetriesExhausted, error));
             }
             if self.aborting.load(SeqCst) {
@@ -792,7 +794,9 @@ impl Inner {
                 error = %error,
                 "retrying batch"
             );
-            tokio::time::sleep(backoff(retry, attempt)).await;
+            // The last retry of a time budget happens at its end, not after it.
+            let wait = backoff(retry, attempt);
+            tokio::time::sleep(left.map_or(wait, |l| wait.min(l))).await;
         };
         // From here on there is no await: an abort cannot split the accounting.
         match outcome {
@@ -817,6 +821,7 @@ impl Inner {
                     sequence_start: Some(batch.sequence_start),
                     reason,
                     error: Some(error.to_string()),
+                    payloads: batch.events.iter().map(|e| e.raw.clone()).collect(),
                 });
             }
         }
@@ -952,11 +957,13 @@ impl Inner {
         for shard in self.all_shards() {
             let counters = &shard.counters;
             let mut shard_lost = 0u64;
+            let mut payloads = Vec::new();
             // A producer that reserved before `closing` was set may still be pushing.
             for _ in 0..1000 {
                 let mut n = counters.in_worker.swap(0, SeqCst);
                 let mut from_ring = 0;
-                while shard.queue.pop().is_some() {
+                while let Some(slot) = shard.queue.pop() {
+                    payloads.push(slot.raw);
                     from_ring += 1;
                 }
                 self.stats.events_ingested.fetch_add(from_ring, Relaxed);
@@ -979,6 +986,7 @@ impl Inner {
                     sequence_start: None,
                     reason: DropReason::ShutdownDeadline,
                     error: None,
+                    payloads,
                 });
             }
             lost += shard_lost;

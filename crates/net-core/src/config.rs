@@ -3,6 +3,7 @@
 use crate::error::ConfigError;
 use crate::scaling::ScalingPolicy;
 use async_trait::async_trait;
+use bytes::Bytes;
 use net_adapter::{Adapter, MemoryAdapter, MemoryAdapterConfig, NoopAdapter};
 use parking_lot::Mutex;
 use std::fmt;
@@ -94,6 +95,11 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Bound on one `on_batch` call; a call that takes longer counts as a transient error.
     pub attempt_timeout: Duration,
+    /// A time budget per batch, counted from its first attempt: no retry starts once it has
+    /// passed. `None` (the default) leaves only `max_retries`; with both, the first budget
+    /// to run out ends the retries. [`RetryPolicy::for_duration`] sets up a policy bounded
+    /// by time alone, which rides out an outage of known length whatever the backoff.
+    pub max_elapsed: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -103,6 +109,28 @@ impl Default for RetryPolicy {
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(2),
             attempt_timeout: Duration::from_secs(30),
+            max_elapsed: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The default backoff and attempt timeout, retrying a batch for `window` after its
+    /// first attempt however many attempts that takes.
+    ///
+    /// ```
+    /// use net_core::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// let policy = RetryPolicy::for_duration(Duration::from_secs(120));
+    /// assert_eq!(policy.max_elapsed, Some(Duration::from_secs(120)));
+    /// assert_eq!(policy.max_retries, u32::MAX);
+    /// ```
+    pub fn for_duration(window: Duration) -> Self {
+        Self {
+            max_retries: u32::MAX,
+            max_elapsed: Some(window),
+            ..Self::default()
         }
     }
 }
@@ -132,6 +160,10 @@ pub struct DroppedEvents {
     pub reason: DropReason,
     /// The adapter's error, when there was one.
     pub error: Option<String>,
+    /// The payloads of the dropped events, oldest first, as far as the bus still held them:
+    /// every event of a dropped batch, and for a lossy shutdown the events still queued
+    /// (events an aborted worker held are only counted). A producer can keep or replay them.
+    pub payloads: Vec<Bytes>,
 }
 
 /// Called for every dropped batch (and for what a lossy shutdown leaves behind). Events
@@ -323,6 +355,12 @@ impl EventBusConfig {
             return Err(ConfigError::invalid(
                 "retry.attempt_timeout",
                 "must be non-zero",
+            ));
+        }
+        if self.retry.max_elapsed.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::invalid(
+                "retry.max_elapsed",
+                "must be non-zero when set",
             ));
         }
         if self.shutdown_timeout.is_zero() {

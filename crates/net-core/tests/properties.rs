@@ -109,6 +109,7 @@ proptest! {
                     initial_backoff: Duration::from_millis(1),
                     max_backoff: Duration::from_millis(2),
                     attempt_timeout: Duration::from_secs(5),
+                    ..RetryPolicy::default()
                 })
                 .shutdown_timeout(Duration::from_millis(s.shutdown_timeout_ms))
                 .adapter_instance(adapter.clone())

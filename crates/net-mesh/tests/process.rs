@@ -47,6 +47,7 @@ async fn bus(adapter: Arc<NetAdapter>) -> Arc<EventBus> {
             initial_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(100),
             attempt_timeout: Duration::from_secs(5),
+            ..RetryPolicy::default()
         })
         .adapter_instance(adapter)
         .build()
