@@ -10,6 +10,8 @@
 //! - [`StreamLayout`]: the shard count producers and consumers of a stream agree on, which
 //!   adapters record in their backend;
 //! - [`NoopAdapter`] and [`MemoryAdapter`]: the two reference adapters;
+//! - [`payload`]: the one rule saying which payloads are JSON documents, shared by the
+//!   validated ingest path, the filter evaluator and adapters that embed payloads in JSON;
 //! - `conformance` (feature `conformance`): the checks every adapter must pass, and the
 //!   `conformance_suite!` macro that turns them into one test per property.
 //!
@@ -24,6 +26,7 @@ mod error;
 mod layout;
 mod memory;
 mod noop;
+pub mod payload;
 mod types;
 
 pub use adapter::Adapter;

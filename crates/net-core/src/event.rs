@@ -131,10 +131,19 @@ impl RawEvent {
         RawEvent { bytes, hash }
     }
 
-    /// Wraps bytes after checking they are one valid JSON document.
+    /// Wraps bytes after checking they are one JSON document under the rule of
+    /// [`net_adapter::payload`]: valid UTF-8, no lone surrogate escape, numbers that fit an
+    /// `f64`, at most [`net_adapter::payload::MAX_DEPTH`] levels of nesting.
+    ///
+    /// The filter evaluator parses exactly the payloads this accepts, so every filter sees
+    /// every field of a validated event.
+    ///
+    /// # Errors
+    ///
+    /// The first violation of the rule and its position.
     pub fn from_bytes_validated(bytes: impl Into<Bytes>) -> Result<Self, serde_json::Error> {
         let bytes = bytes.into();
-        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)?;
+        net_adapter::payload::validate(&bytes)?;
         Ok(Self::from_bytes(bytes))
     }
 
@@ -197,6 +206,21 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // What the filter evaluator could not parse is refused here too: bytes that are not
+        // UTF-8 inside a string, lone surrogate escapes, nesting past the limit.
+        let depth = net_adapter::payload::MAX_DEPTH;
+        let too_deep = format!("{}1{}", "[".repeat(depth + 1), "]".repeat(depth + 1));
+        let deepest = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        for bad in [
+            &b"{\"a\":\"\xff\xfe\"}"[..],
+            br#"{"a":"\ud800"}"#,
+            br#"{"\udfff":1}"#,
+            too_deep.as_bytes(),
+        ] {
+            let error = RawEvent::from_bytes_validated(bad.to_vec()).expect_err("refused");
+            assert!(!error.to_string().is_empty());
+        }
+        assert!(RawEvent::from_bytes_validated(deepest.into_bytes()).is_ok());
         for good in ["{}", "[1,2]", "\"x\"", " {\"a\": [1, {\"b\": null}]} "] {
             assert!(
                 RawEvent::from_bytes_validated(good.as_bytes().to_vec()).is_ok(),

@@ -22,7 +22,13 @@
 //! - a missing path fails every operator except `$ne`, `$nin` and `$exists: false`;
 //!   `$exists: true` holds for a path that resolves, even to `null`;
 //! - a path never reaches into arrays implicitly: `"tags"` equals `"x"` only if the field is
-//!   the string `"x"`, not an array that contains it.
+//!   the string `"x"`, not an array that contains it;
+//! - [`Filter::matches_bytes`] parses a payload under the rule of [`net_adapter::payload`],
+//!   the same rule `RawEvent::from_bytes_validated` enforces; a payload outside the rule
+//!   (arbitrary bytes from the raw path, a lone surrogate, nesting deeper than
+//!   [`net_adapter::payload::MAX_DEPTH`]) is a value with no fields, so `{}` and
+//!   `$exists: false` hold on it and equality does not: every accepted event is matched or
+//!   not, deterministically, by every filter.
 //!
 //! Invariants:
 //! - parsing never panics, whatever the input; a parsed filter document nests at most
@@ -285,11 +291,17 @@ impl Filter {
         self.root.eval(payload)
     }
 
-    /// Parses `raw` as JSON and tests it; bytes that are not JSON match nothing.
+    /// Parses `raw` and tests it.
+    ///
+    /// A payload that is a JSON document under the rule of [`net_adapter::payload`] (the
+    /// rule `RawEvent::from_bytes_validated` enforces) is tested as parsed. Any other payload
+    /// (the raw ingest path accepts arbitrary bytes) is tested as a value with no fields:
+    /// every path is missing, so `{}`, `$exists: false`, `$ne` and `$nin` hold and every
+    /// other operator fails. No accepted event is invisible to every filter.
     pub fn matches_bytes(&self, raw: &[u8]) -> bool {
-        match serde_json::from_slice::<Value>(raw) {
+        match net_adapter::payload::parse(raw) {
             Ok(payload) => self.matches(&payload),
-            Err(_) => false,
+            Err(_) => self.matches(&Value::Null),
         }
     }
 
@@ -790,13 +802,65 @@ mod tests {
     }
 
     #[test]
-    fn unparsable_payload_matches_nothing() {
-        let everything = Filter::parse("{}").expect("valid");
-        for raw in [&b""[..], b"{", b"\xff\xfe", b"{\"a\":1}}", b"nul"] {
-            assert!(!everything.matches_bytes(raw), "{raw:?}");
+    fn unparsable_payload_is_a_value_without_fields() {
+        let depth = net_adapter::payload::MAX_DEPTH;
+        let too_deep = format!("{}1{}", "[".repeat(depth + 1), "]".repeat(depth + 1));
+        let too_deep_object = format!("{}1{}", "{\"a\":".repeat(depth + 1), "}".repeat(depth + 1));
+        let raws: &[&[u8]] = &[
+            b"",
+            b"{",
+            b"\xff\xfe",
+            b"{\"a\":\"\xff\xfe\"}",
+            br#"{"a":"\ud800"}"#,
+            br#"{"a":1,"b":"\udc00"}"#,
+            b"{\"a\":1}}",
+            b"nul",
+            b"not json",
+            too_deep.as_bytes(),
+            too_deep_object.as_bytes(),
+        ];
+        // (filter, verdict on a payload with no fields)
+        let cases: &[(&str, bool)] = &[
+            ("{}", true),
+            (r#"{"a":{"$exists":false}}"#, true),
+            (r#"{"a":{"$exists":true}}"#, false),
+            (r#"{"a":1}"#, false),
+            (r#"{"a":{"$ne":1}}"#, true),
+            (r#"{"a":{"$nin":[1]}}"#, true),
+            (r#"{"a":{"$in":[1]}}"#, false),
+            (r#"{"a":{"$gt":0}}"#, false),
+            (r#"{"$not":{"a":1}}"#, true),
+            (r#"{"$or":[{"a":1},{"b":{"$exists":false}}]}"#, true),
+        ];
+        for raw in raws {
+            for &(filter, expected) in cases {
+                let f = Filter::parse(filter).expect("valid");
+                assert_eq!(
+                    f.matches_bytes(raw),
+                    expected,
+                    "{filter} on {:?}",
+                    String::from_utf8_lossy(&raw[..raw.len().min(40)])
+                );
+                assert_eq!(
+                    Filter::not(f).matches_bytes(raw),
+                    !expected,
+                    "$not {filter}"
+                );
+            }
         }
-        let missing = Filter::parse(r#"{"a":{"$exists":false}}"#).expect("valid");
-        assert!(!missing.matches_bytes(b"not json"));
+    }
+
+    #[test]
+    fn deepest_valid_payload_is_parsed() {
+        let depth = net_adapter::payload::MAX_DEPTH;
+        let deepest = format!(
+            "{{\"a\":{}1{}}}",
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        );
+        assert!(Filter::parse(r#"{"a":{"$exists":true}}"#)
+            .expect("valid")
+            .matches_bytes(deepest.as_bytes()));
     }
 
     #[test]
