@@ -20,6 +20,11 @@
 //! state word takes its reservation back and routes again (a table one version ahead of the
 //! state word is fine: resizes publish the table before they bump the version).
 //!
+//! # Layout
+//! `new` records the shard count in the backend ([`Adapter::record_layout`]) or checks it
+//! against the one recorded there, so buses with another count refuse to start instead of
+//! reading a subset of the stream; `add_shards` records the grown count.
+//!
 //! # Shutdown
 //! The closing bit is set first. Because producers reserve before they read it, either shutdown sees its reservation and waits for the event, or the
 //! producer sees `closing` and refuses the event: no event is stranded in a ring. Workers
@@ -39,7 +44,7 @@ use crate::shard::{Shard, Slot};
 use crate::stats::EventBusStats;
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
-use net_adapter::{Adapter, AdapterError, Batch, BatchEvent};
+use net_adapter::{Adapter, AdapterError, Batch, BatchEvent, LayoutWrite, StreamLayout};
 use parking_lot::Mutex;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
@@ -153,6 +158,20 @@ fn sample_keep(one_in: u32) -> bool {
     })
 }
 
+/// Records `shards` as the stream's layout if the backend has none, or checks it against the
+/// recorded one (see [`StreamLayout`]).
+async fn agree_layout(adapter: &dyn Adapter, shards: u16) -> Result<(), ConfigError> {
+    let ours = StreamLayout::new(shards);
+    match adapter.record_layout(ours, LayoutWrite::IfAbsent).await? {
+        Some(recorded) if recorded != ours => Err(ConfigError::LayoutMismatch {
+            adapter: adapter.name().to_owned(),
+            recorded: recorded.shards,
+            configured: shards,
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl EventBus {
     /// Builds the adapter, initialises it, loads the producer nonce and starts one batch
     /// worker per shard on the current tokio runtime.
@@ -165,6 +184,9 @@ impl EventBus {
         };
         let mut adapter = config.adapter.build().await?;
         adapter.init().await?;
+        if config.check_layout {
+            agree_layout(&*adapter, config.shards).await?;
+        }
         let adapter: Arc<dyn Adapter> = Arc::from(adapter);
         let n = usize::from(config.shards);
         let shards: Vec<Arc<Shard>> = (0..config.shards)
@@ -681,8 +703,32 @@ impl Inner {
         self.stats.shards_added.fetch_add(u64::from(count), Relaxed);
         scaling.last_change = Some(Instant::now());
         let ids: Vec<u16> = added.iter().map(|(s, _)| s.id).collect();
+        if self.config.check_layout {
+            self.record_grown_layout(total + usize::from(count)).await;
+        }
         tracing::info!(?ids, "shards added");
         Ok(ids)
+    }
+
+    /// Records that the stream now has `shards` shard ids, so buses opened later agree with
+    /// this one. A failure is logged, not returned: the shards exist and route events already.
+    async fn record_grown_layout(&self, shards: usize) {
+        let Ok(shards) = u16::try_from(shards) else {
+            return;
+        };
+        let layout = StreamLayout::new(shards);
+        if let Err(error) = self
+            .adapter
+            .record_layout(layout, LayoutWrite::Replace)
+            .await
+        {
+            tracing::warn!(
+                %error,
+                shards,
+                "could not record the new shard count in the backend; buses opened with it \
+                 will be refused until it is recorded"
+            );
+        }
     }
 
     async fn remove_shards(&self, mut ids: Vec<u16>) -> Result<(), ScalingError> {

@@ -263,6 +263,10 @@ pub struct EventBusConfig {
     pub max_event_bytes: usize,
     /// Called for every drop of accepted events.
     pub on_drop: Option<DropObserver>,
+    /// Whether [`crate::EventBus::new`] records the shard count in the backend, or compares it
+    /// with the one recorded there and refuses to start on a mismatch (see
+    /// [`net_adapter::StreamLayout`]). On by default.
+    pub check_layout: bool,
 }
 
 impl fmt::Debug for EventBusConfig {
@@ -280,6 +284,7 @@ impl fmt::Debug for EventBusConfig {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("on_drop", &self.on_drop.as_ref().map(|_| "<observer>"))
+            .field("check_layout", &self.check_layout)
             .finish()
     }
 }
@@ -300,6 +305,7 @@ impl Default for EventBusConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_event_bytes: 1 << 20,
             on_drop: None,
+            check_layout: true,
         }
     }
 }
@@ -475,6 +481,14 @@ impl EventBusConfigBuilder {
     /// Observer of dropped events.
     pub fn on_drop(mut self, observer: impl Fn(&DroppedEvents) + Send + Sync + 'static) -> Self {
         self.config.on_drop = Some(Arc::new(observer));
+        self
+    }
+
+    /// Whether the bus records its shard count in the backend and refuses to start when
+    /// another one is recorded there (default `true`). Turn it off only for a bus that
+    /// deliberately reads a subset of a stream's shards.
+    pub fn check_layout(mut self, check: bool) -> Self {
+        self.config.check_layout = check;
         self
     }
 

@@ -93,6 +93,21 @@ pub enum ConfigError {
     /// `source()`, so printing the error chain does not repeat it.
     #[error("adapter setup failed: {0}")]
     Adapter(AdapterError),
+    /// The backend records another shard count for this stream than the bus is configured
+    /// with: a consumer would read a subset of the shards, a producer would scatter keys over
+    /// shards the others do not expect.
+    #[error(
+        "the {adapter} stream was created with {recorded} shards, but this bus is configured \
+         with {configured}: use the same shard count as the stream's producers"
+    )]
+    LayoutMismatch {
+        /// The adapter's name.
+        adapter: String,
+        /// The shard count recorded in the backend.
+        recorded: u16,
+        /// The shard count of this bus.
+        configured: u16,
+    },
     /// `EventBus::new` was called outside a tokio runtime.
     #[error("the event bus must be created inside a tokio runtime")]
     NoRuntime,
