@@ -68,7 +68,11 @@ async fn adding_shards_records_the_grown_count() {
     assert_eq!(recorded(&adapter).await, 5);
     assert!(matches!(
         open(&adapter, 3, true).await,
-        Err(ConfigError::LayoutMismatch { recorded: 5, configured: 3, .. })
+        Err(ConfigError::LayoutMismatch {
+            recorded: 5,
+            configured: 3,
+            ..
+        })
     ));
     let reader = open(&adapter, 5, true).await.unwrap();
     // Retiring shards keeps their ids (they are never reused), so the count stays.
