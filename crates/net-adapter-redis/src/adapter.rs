@@ -1,7 +1,8 @@
 //! [`RedisAdapter`]: the [`Adapter`] implementation on Redis Streams.
 
 use net_adapter::{
-    async_trait, Adapter, AdapterError, Batch, ShardPollResult, StoredEvent, MAX_PAGE,
+    async_trait, Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StoredEvent,
+    StreamLayout, MAX_PAGE,
 };
 use redis::{Client, ErrorKind, ServerErrorKind, Value};
 use std::fmt;
@@ -586,5 +587,39 @@ impl Adapter for RedisAdapter {
             .query::<String>(&inner.writer, &redis::cmd("PING"), "health check", None)
             .await
             .is_ok_and(|reply| reply == "PONG")
+    }
+
+    /// Keeps the layout in the string key `{stream_name}:layout`: `SET .. NX` records it if
+    /// absent (atomic on the server), then `GET` reads what won.
+    async fn record_layout(
+        &self,
+        layout: StreamLayout,
+        write: LayoutWrite,
+    ) -> Result<Option<StreamLayout>, AdapterError> {
+        let inner = &self.inner;
+        let _gate = inner.enter().await?;
+        let key = inner.config.layout_key();
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(layout.encode());
+        if write == LayoutWrite::IfAbsent {
+            set.arg("NX");
+        }
+        let written: Option<String> = inner
+            .query(&inner.writer, &set, "record layout", None)
+            .await?;
+        if written.is_some() {
+            return Ok(Some(layout));
+        }
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        let recorded: Option<Vec<u8>> = inner
+            .query(&inner.writer, &get, "read layout", None)
+            .await?;
+        match recorded {
+            Some(bytes) => StreamLayout::decode(&bytes, &format!("redis key {key}")).map(Some),
+            None => Err(AdapterError::Transient(format!(
+                "redis: layout key {key} was there for SET NX, then gone for GET"
+            ))),
+        }
     }
 }

@@ -121,6 +121,11 @@ impl RedisAdapterConfig {
         format!("{}:shard:{shard_id}", self.stream_name)
     }
 
+    /// The string key that records the stream's layout (its shard count).
+    pub fn layout_key(&self) -> String {
+        format!("{}:layout", self.stream_name)
+    }
+
     /// The URL with its password (and any `password=` query value) replaced by `***`.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)

@@ -21,7 +21,9 @@ mod support;
 use net_adapter::conformance::{
     run_property, AdapterOnly, Capabilities, Fixture, HookError, HookResult, Outcome, Property,
 };
-use net_adapter::{async_trait, Adapter, AdapterError, Batch, ShardPollResult};
+use net_adapter::{
+    async_trait, Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StreamLayout,
+};
 use net_adapter_redis::{RedisAdapter, RedisAdapterConfig, WriteMode};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -103,6 +105,14 @@ impl Adapter for LostReply {
     async fn is_healthy(&self) -> bool {
         self.adapter.is_healthy().await
     }
+
+    async fn record_layout(
+        &self,
+        layout: StreamLayout,
+        write: LayoutWrite,
+    ) -> Result<Option<StreamLayout>, AdapterError> {
+        self.adapter.record_layout(layout, write).await
+    }
 }
 
 /// One fresh adapter on its own server (or prefix) for one property.
@@ -150,7 +160,9 @@ impl Fixture for RedisFixture {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default().persists_dedup_ids(self.dedup_ids)
+        Capabilities::default()
+            .persists_dedup_ids(self.dedup_ids)
+            .records_layout(true)
     }
 
     async fn inject_corrupt(&self, shard_id: u16) -> HookResult {

@@ -160,15 +160,28 @@ fn sample_keep(one_in: u32) -> bool {
 
 /// Records `shards` as the stream's layout if the backend has none, or checks it against the
 /// recorded one (see [`StreamLayout`]).
+///
+/// A backend that cannot be reached now (a retryable error) does not keep the bus from
+/// starting, as an unreachable backend never did: its batches wait and retry. The check is
+/// then skipped, loudly. A fatal error (an unreadable record, a wrong key type) fails.
 async fn agree_layout(adapter: &dyn Adapter, shards: u16) -> Result<(), ConfigError> {
     let ours = StreamLayout::new(shards);
-    match adapter.record_layout(ours, LayoutWrite::IfAbsent).await? {
-        Some(recorded) if recorded != ours => Err(ConfigError::LayoutMismatch {
+    match adapter.record_layout(ours, LayoutWrite::IfAbsent).await {
+        Ok(Some(recorded)) if recorded != ours => Err(ConfigError::LayoutMismatch {
             adapter: adapter.name().to_owned(),
             recorded: recorded.shards,
             configured: shards,
         }),
-        _ => Ok(()),
+        Ok(_) => Ok(()),
+        Err(error) if error.is_retryable() => {
+            tracing::warn!(
+                %error,
+                adapter = adapter.name(),
+                "could not check the stream's shard count against the backend's record"
+            );
+            Ok(())
+        }
+        Err(error) => Err(ConfigError::Adapter(error)),
     }
 }
 
