@@ -52,11 +52,13 @@ impl Dedup {
     }
 
     /// A filter remembering the last `capacity` ids (at least one; see the sizing rule).
+    ///
+    /// Memory is taken as ids arrive, never up front, so a large capacity costs nothing
+    /// until that many ids were seen.
     pub fn with_capacity(capacity: usize) -> Self {
-        Self {
-            seen: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
-            dropped: 0,
-        }
+        let mut seen = LruCache::unbounded();
+        seen.resize(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN));
+        Self { seen, dropped: 0 }
     }
 
     /// How many ids the filter remembers at most.
@@ -156,6 +158,18 @@ mod tests {
             &[true, true, false, true, false, true],
         );
         check(0, &["a", "a", "b", "a"], &[true, false, true, true]);
+    }
+
+    #[test]
+    fn a_huge_capacity_allocates_nothing_up_front() {
+        // Allocating room for these up front would abort the process.
+        for capacity in [usize::MAX / 2, usize::MAX] {
+            let mut dedup = Dedup::with_capacity(capacity);
+            assert_eq!(dedup.capacity(), capacity);
+            assert!(dedup.is_new("a"));
+            assert!(!dedup.is_new("a"));
+        }
+        check(usize::MAX / 2, &["a", "b", "a"], &[true, true, false]);
     }
 
     #[test]

@@ -67,7 +67,13 @@ pub trait CursorStore: Send {
 }
 
 /// A cursor kept in a file: one line of text, replaced atomically (written to a temporary file
-/// in the same directory, synced, then renamed over the old one).
+/// in the same directory, synced, renamed over the old one, and the directory synced), so
+/// after a crash the file holds either the old cursor or the new one, never a mix and never
+/// nothing.
+///
+/// Because a save never leaves the file empty, [`CursorStore::load`] refuses a file that is
+/// empty, not text, or more than one line (it was damaged or is not a cursor file) with an
+/// [`io::ErrorKind::InvalidData`] error, rather than starting over from the beginning.
 ///
 /// ```
 /// use net_sdk::{CursorStore, FileCursor};
@@ -86,6 +92,9 @@ pub struct FileCursor {
     path: PathBuf,
 }
 
+/// Longest cursor file [`FileCursor::load`] reads; a cursor is far shorter.
+const MAX_CURSOR_FILE_BYTES: u64 = 1 << 20;
+
 impl FileCursor {
     /// A store at `path`. The file is created by the first save; its directory must exist.
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -98,19 +107,48 @@ impl FileCursor {
     }
 }
 
+fn invalid_data(reason: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, reason)
+}
+
 impl CursorStore for FileCursor {
     fn load(&mut self) -> io::Result<Option<String>> {
-        match fs::read_to_string(&self.path) {
-            Ok(text) => {
-                let cursor = text.trim();
-                Ok((!cursor.is_empty()).then(|| cursor.to_owned()))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let file = match fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(
+            &mut io::Read::take(file, MAX_CURSOR_FILE_BYTES + 1),
+            &mut bytes,
+        )?;
+        if bytes.len() as u64 > MAX_CURSOR_FILE_BYTES {
+            return Err(invalid_data("too large for a cursor file"));
         }
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| invalid_data("not a cursor file: it holds binary data"))?;
+        let cursor = text.trim();
+        if cursor.is_empty() {
+            return Err(invalid_data(
+                "the cursor file is empty (a saved cursor never is: it was truncated)",
+            ));
+        }
+        if cursor.contains(['\n', '\r']) || cursor.chars().any(char::is_control) {
+            return Err(invalid_data(
+                "not a cursor file: more than one line of text",
+            ));
+        }
+        Ok(Some(cursor.to_owned()))
     }
 
     fn save(&mut self, cursor: &str) -> io::Result<()> {
+        if cursor.is_empty() || cursor.contains(['\n', '\r']) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a cursor is one non-empty line",
+            ));
+        }
         let name = self
             .path
             .file_name()
@@ -124,12 +162,31 @@ impl CursorStore for FileCursor {
             file.write_all(cursor.as_bytes())?;
             file.write_all(b"\n")?;
             file.sync_all()?;
-            fs::rename(&tmp, &self.path)
+            fs::rename(&tmp, &self.path)?;
+            sync_dir(&self.path)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+}
+
+/// Makes the rename of `path` durable by syncing its directory (on Unix; elsewhere the
+/// rename itself is all the platform offers).
+fn sync_dir(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
     }
 }
 
@@ -712,5 +769,36 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         let mut missing_dir = FileCursor::new(dir.path().join("no/such/dir/c"));
         assert!(missing_dir.save("x").is_err());
+        // A cursor that would not read back as itself is refused, leaving the old one.
+        assert!(store.save("").is_err());
+        assert!(store.save("a\nb").is_err());
+        assert_eq!(store.load().unwrap().as_deref(), Some("two"));
+    }
+
+    /// Loads a cursor file holding `bytes`: the cursor, or the kind of error.
+    fn load(bytes: &[u8]) -> Result<Option<String>, io::ErrorKind> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        fs::write(&path, bytes).unwrap();
+        FileCursor::new(path).load().map_err(|e| e.kind())
+    }
+
+    #[test]
+    fn damaged_cursor_files_are_refused_not_restarted_from_the_start() {
+        assert_eq!(load(b"AQID\n"), Ok(Some("AQID".into())));
+        assert_eq!(load(b"  AQID  "), Ok(Some("AQID".into())));
+        for bytes in [
+            &b""[..],
+            b"\n",
+            b"   \n\t",
+            b"\x00\x01\x02",
+            b"\xff\xfe cursor",
+            b"AQID\nAQIE\n",
+            b"AQ\x00ID",
+        ] {
+            assert_eq!(load(bytes), Err(io::ErrorKind::InvalidData), "{bytes:?}");
+        }
+        let huge = vec![b'A'; (MAX_CURSOR_FILE_BYTES + 1) as usize];
+        assert_eq!(load(&huge), Err(io::ErrorKind::InvalidData));
     }
 }
