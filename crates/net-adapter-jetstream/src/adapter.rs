@@ -20,7 +20,7 @@
 
 use crate::config::{redact_url, JetStreamAdapterConfig, ReadPath};
 use crate::durable::{DurableConsumer, DurableConsumerConfig};
-use crate::{cursor, layout, record};
+use crate::{cursor, layout, record, stream_layout};
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::context::{
@@ -33,7 +33,10 @@ use async_nats::{HeaderMap, Subject};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use net_adapter::{Adapter, AdapterError, Batch, ShardPollResult, StoredEvent, MAX_PAGE};
+use net_adapter::{
+    Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StoredEvent, StreamLayout,
+    MAX_PAGE,
+};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -1121,6 +1124,19 @@ impl Adapter for JetStreamAdapter {
             && self.conn.as_ref().is_some_and(|conn| {
                 conn.client.connection_state() == async_nats::connection::State::Connected
             })
+    }
+
+    /// Keeps the layout in its own stream, `{stream_name}_layout` (see `stream_layout`).
+    async fn record_layout(
+        &self,
+        layout: StreamLayout,
+        write: LayoutWrite,
+    ) -> Result<Option<StreamLayout>, AdapterError> {
+        let _gate = self.enter().await?;
+        let conn = self.conn()?;
+        stream_layout::record(conn, &self.config, layout, write)
+            .await
+            .map(Some)
     }
 }
 

@@ -58,6 +58,7 @@ mod cursor;
 mod durable;
 mod layout;
 mod record;
+mod stream_layout;
 
 pub use adapter::{JetStreamAdapter, JetStreamFault, RequestCounts};
 pub use config::{redact_url, DeliverPolicy, JetStreamAdapterConfig, ReadPath, SHARD_PLACEHOLDER};

@@ -63,7 +63,9 @@ impl Fixture for JetStreamFixture {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default().persists_dedup_ids(true)
+        Capabilities::default()
+            .persists_dedup_ids(true)
+            .records_layout(true)
     }
 
     fn deadline(&self) -> Duration {
@@ -116,13 +118,17 @@ impl Fixture for JetStreamFixture {
     /// Deletes every stream of the fixture (the server may be shared through `NATS_URL`).
     async fn cleanup(&self) -> Result<(), String> {
         let prefix = format!("{}_shard_", self.config.stream_name);
+        let layout = format!("{}_layout", self.config.stream_name);
         let names: Vec<String> = self
             .admin
             .stream_names()
             .try_collect()
             .await
             .map_err(|e| format!("listing streams: {e}"))?;
-        for name in names.into_iter().filter(|n| n.starts_with(&prefix)) {
+        for name in names
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix) || *n == layout)
+        {
             self.admin
                 .delete_stream(&name)
                 .await
