@@ -34,8 +34,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use net_adapter::{
-    Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StoredEvent, StreamLayout,
-    MAX_PAGE,
+    Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StoredEvent, StreamLayout, MAX_PAGE,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;

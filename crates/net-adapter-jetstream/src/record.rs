@@ -6,9 +6,10 @@
 //! insertion timestamp in nanoseconds since the Unix epoch, `s` the shard id. The event's dedup
 //! id travels in the `Nats-Msg-Id` header, not in the record.
 //!
-//! A payload that cannot be embedded verbatim (not valid JSON, surrounded by whitespace, or the
-//! literal `null`, which a record reserves) is stored as `{"b":"<base64>","t":..,"s":..}`
-//! instead, so every byte comes back exactly as ingested.
+//! A payload that cannot be embedded verbatim (not a JSON document under the rule of
+//! [`net_adapter::payload`], which the validated ingest path and the filter evaluator share;
+//! surrounded by whitespace; or the literal `null`, which a record reserves) is stored as
+//! `{"b":"<base64>","t":..,"s":..}` instead, so every byte comes back exactly as ingested.
 //!
 //! Reading a message gives one of three outcomes ([`Decoded`]):
 //! - an event;
@@ -59,13 +60,26 @@ pub(crate) fn encode(raw: &[u8], insertion_ts: u64, shard_id: u16, out: &mut Vec
     let _ = write!(out, ",\"t\":{insertion_ts},\"s\":{shard_id}}}");
 }
 
-/// Whether `raw` can be embedded verbatim: exactly one JSON value with nothing around it, and
-/// not `null`.
+/// Bytes of the header block around a `Nats-Msg-Id` value: `NATS/1.0\r\n`, then
+/// `Nats-Msg-Id: <id>\r\n`, then `\r\n`.
+const MSG_ID_HEADER_OVERHEAD: usize =
+    "NATS/1.0\r\n".len() + "Nats-Msg-Id: ".len() + "\r\n".len() + "\r\n".len();
+
+/// The longest dedup id: `{nonce:x}:{shard}:{sequence_start}:{index}` at their maxima.
+pub(crate) const MAX_MSG_ID_LEN: usize = 16 + 1 + 5 + 1 + 20 + 1 + 20;
+
+/// What the server counts against its `max_payload` for one published record: the record plus
+/// the header block carrying its dedup id.
+pub(crate) fn message_size(record_len: usize, msg_id_len: usize) -> usize {
+    record_len
+        .saturating_add(MSG_ID_HEADER_OVERHEAD)
+        .saturating_add(msg_id_len)
+}
+
+/// Whether `raw` can be embedded verbatim: a JSON document under the rule of
+/// [`net_adapter::payload`] with nothing around it, and not `null`.
 fn embeddable(raw: &[u8]) -> bool {
-    match serde_json::from_slice::<&RawValue>(raw) {
-        Ok(value) => value.get().len() == raw.len() && value.get() != "null",
-        Err(_) => false,
-    }
+    raw != b"null" && net_adapter::payload::embeddable(raw)
 }
 
 /// The fields of a record as they are parsed; `r` keeps `null` apart from absent.
@@ -156,6 +170,38 @@ mod tests {
         check_round_trip(b"", r#"{"b":"","t":17,"s":3}"#);
         check_round_trip(b"\xff\x00", r#"{"b":"/wA=","t":17,"s":3}"#);
         check_round_trip(b"{}{}", r#"{"b":"e317fQ==","t":17,"s":3}"#);
+        check_round_trip(b"\"\xff\xfe\"", r#"{"b":"Iv/+Ig==","t":17,"s":3}"#);
+        check_round_trip(br#""\ud800""#, r#"{"b":"Ilx1ZDgwMCI=","t":17,"s":3}"#);
+        check_round_trip(b"1e400", r#"{"b":"MWU0MDA=","t":17,"s":3}"#);
+    }
+
+    #[test]
+    fn message_size_counts_the_header_block() {
+        // The header block as NATS frames it.
+        let block = "NATS/1.0\r\nNats-Msg-Id: ab:1:2:3\r\n\r\n";
+        assert_eq!(message_size(100, "ab:1:2:3".len()), 100 + block.len());
+        assert_eq!(
+            net_adapter::dedup_id(u64::MAX, u16::MAX, u64::MAX, usize::MAX).len(),
+            MAX_MSG_ID_LEN
+        );
+    }
+
+    #[test]
+    fn nesting_round_trips_at_every_depth() {
+        let depth = net_adapter::payload::MAX_DEPTH;
+        for levels in [depth - 1, depth, depth + 1, 4 * depth] {
+            let raw = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+            let record = encoded(raw.as_bytes(), 1, 3);
+            assert_eq!(
+                record.starts_with(b"{\"r\":"),
+                levels < depth,
+                "{levels} levels"
+            );
+            match decode(&Bytes::from(record), 3) {
+                Decoded::Event { raw: got, .. } => assert_eq!(&got[..], raw.as_bytes()),
+                other => panic!("{levels} levels decoded to {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //!
 //! - `d`: `{"r":<payload>,"t":<insertion timestamp, ns since the epoch>,"s":<shard id>}`.
 //!   The payload is embedded verbatim when it is JSON without surrounding whitespace, so
-//!   `redis-cli XRANGE` shows it as written. Any other payload (the bus's unvalidated raw
-//!   path accepts arbitrary bytes) is stored as `"b":"<base64>"` instead of `"r"`, so its
-//!   bytes still come back exactly.
+//!   `redis-cli XRANGE` shows it as written. "JSON" means a document under the rule of
+//!   [`net_adapter::payload`] (valid UTF-8 in every string, no lone surrogate escape, bounded
+//!   nesting), the rule the bus's validated ingest path and filter evaluator use. Any other
+//!   payload (the bus's unvalidated raw path accepts arbitrary bytes) is stored as
+//!   `"b":"<base64>"` instead of `"r"`, so its bytes still come back exactly and the `d`
+//!   field itself always stays valid JSON.
 //! - `dedup_id`: the event's dedup id (`{nonce:x}:{shard}:{sequence_start}:{index}`).
 //!
 //! Decoding looks fields up by name (their order on the wire does not matter) and sorts an
@@ -42,17 +45,12 @@ pub(crate) fn encode_d(out: &mut Vec<u8>, raw: &[u8], insertion_ts: u64, shard_i
     out.extend_from_slice(tail.as_bytes());
 }
 
-/// True when `raw` is one JSON value with no whitespace around it, so embedding it keeps
-/// the stored entry valid JSON and reading it back returns the same bytes.
+/// True when `raw` can be embedded verbatim: a JSON document under the rule of
+/// [`net_adapter::payload`] with no whitespace around it. Anything the rule refuses (bytes
+/// that are not UTF-8 inside a string, a lone surrogate escape, nesting past the limit) would
+/// make the `d` field unreadable, so it takes the base64 form.
 fn embeddable(raw: &[u8]) -> bool {
-    match (raw.first(), raw.last()) {
-        (Some(first), Some(last))
-            if !first.is_ascii_whitespace() && !last.is_ascii_whitespace() =>
-        {
-            serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok()
-        }
-        _ => false,
-    }
+    net_adapter::payload::embeddable(raw)
 }
 
 /// Writes the dedup id of event `index` of a batch into `out` (cleared first); the same
@@ -316,6 +314,29 @@ mod tests {
         round_trip(b" {\"padded\":true} ");
         round_trip(b"");
         round_trip(&[0xff, 0x00, 0x80]);
+        // Looks like JSON to a lenient scanner, but the `d` field could not hold it verbatim.
+        round_trip(b"{\"a\":\"\xff\xfe\"}");
+        round_trip(br#"{"a":"\ud800"}"#);
+        round_trip(br#"["\udc00",1]"#);
+        round_trip(b"1e400");
+        let depth = net_adapter::payload::MAX_DEPTH;
+        for levels in [depth - 1, depth, depth + 1, 4 * depth] {
+            let nested = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+            round_trip(nested.as_bytes());
+        }
+    }
+
+    #[test]
+    fn payloads_outside_the_json_rule_are_not_embedded() {
+        let mut d = Vec::new();
+        encode_d(&mut d, b"{\"a\":\"\xff\xfe\"}", 5, 3);
+        assert_eq!(d, br#"{"b":"eyJhIjoi//4ifQ==","t":5,"s":3}"#);
+        encode_d(&mut d, br#""\ud800""#, 5, 3);
+        assert!(
+            d.starts_with(br#"{"b":"#),
+            "{}",
+            String::from_utf8_lossy(&d)
+        );
     }
 
     #[test]

@@ -32,6 +32,19 @@ pub enum AdapterError {
     /// An event or stored entry could not be (de)serialized.
     #[error("adapter serialization error: {0}")]
     Serialization(#[from] serde_json::Error),
+    /// An event is larger than the backend can store once the adapter has framed it. Not
+    /// retryable: the adapter refuses it before writing any event of the batch.
+    #[error(
+        "{what}: a stored event would take {size} bytes, over the backend's limit of {max} bytes"
+    )]
+    TooLarge {
+        /// The backend, operation and position (shard, event index).
+        what: String,
+        /// Bytes the event would take as stored.
+        size: usize,
+        /// The backend's limit, as the backend reported it.
+        max: usize,
+    },
     /// A cursor handed to `poll_shard` is not one this adapter produced (garbage, from the
     /// future, or for another shard). Neither retryable nor fatal: the caller must fix it.
     #[error("invalid cursor: {0}")]
@@ -47,11 +60,14 @@ impl AdapterError {
         )
     }
 
-    /// True for `Fatal`, `Serialization` and `Shutdown`: retrying cannot succeed.
+    /// True for `Fatal`, `Serialization`, `TooLarge` and `Shutdown`: retrying cannot succeed.
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            AdapterError::Fatal(_) | AdapterError::Serialization(_) | AdapterError::Shutdown
+            AdapterError::Fatal(_)
+                | AdapterError::Serialization(_)
+                | AdapterError::TooLarge { .. }
+                | AdapterError::Shutdown
         )
     }
 
@@ -64,6 +80,7 @@ impl AdapterError {
             AdapterError::Connection(_) => "connection",
             AdapterError::Shutdown => "shutdown",
             AdapterError::Serialization(_) => "serialization",
+            AdapterError::TooLarge { .. } => "too_large",
             AdapterError::InvalidCursor(_) => "invalid_cursor",
         }
     }
@@ -88,5 +105,17 @@ mod tests {
         let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
         check(AdapterError::Serialization(json), false, true);
         check(AdapterError::InvalidCursor("x".into()), false, false);
+        let too_large = AdapterError::TooLarge {
+            what: "jetstream: publishing event 0 of shard 1".into(),
+            size: 1_048_600,
+            max: 1_048_576,
+        };
+        assert_eq!(
+            too_large.to_string(),
+            "jetstream: publishing event 0 of shard 1: a stored event would take 1048600 bytes, \
+             over the backend's limit of 1048576 bytes"
+        );
+        assert_eq!(too_large.kind(), "too_large");
+        check(too_large, false, true);
     }
 }

@@ -90,6 +90,8 @@ pub struct AdapterErrorCounts {
     pub shutdown: AtomicU64,
     /// `Serialization`.
     pub serialization: AtomicU64,
+    /// `TooLarge`.
+    pub too_large: AtomicU64,
     /// Any other kind.
     pub other: AtomicU64,
 }
@@ -103,6 +105,7 @@ impl AdapterErrorCounts {
             AdapterError::Connection(_) => &self.connection,
             AdapterError::Shutdown => &self.shutdown,
             AdapterError::Serialization(_) => &self.serialization,
+            AdapterError::TooLarge { .. } => &self.too_large,
             _ => &self.other,
         };
         c.fetch_add(1, Ordering::Relaxed);
