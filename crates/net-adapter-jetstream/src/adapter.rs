@@ -34,7 +34,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use net_adapter::{
-    Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StoredEvent, StreamLayout, MAX_PAGE,
+    Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StoredEvent, StreamLayout,
+    MAX_PAGE,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -410,6 +411,7 @@ impl JetStreamAdapter {
             record::encode(&event.raw, event.insertion_ts, batch.shard_id, &mut buffer);
             ends.push(buffer.len());
         }
+        self.check_sizes(conn, batch, &ends, &stream)?;
         let payloads = Bytes::from(buffer);
         let run = self.config.max_pending_acks.max(1);
         let mut start = 0;
@@ -473,6 +475,39 @@ impl JetStreamAdapter {
                 duplicates,
                 "jetstream: the server dropped redelivered events"
             );
+        }
+        Ok(())
+    }
+
+    /// Refuses the whole batch, before anything is published, when one of its records (with
+    /// its header block) exceeds the `max_payload` the server announced on connect. The bus
+    /// accepts events up to its own `max_event_bytes`, which knows nothing of the server;
+    /// without this check the events before the oversized one would be stored while the
+    /// batch is reported dropped.
+    fn check_sizes(
+        &self,
+        conn: &Conn,
+        batch: &Batch,
+        ends: &[usize],
+        stream: &ShardStream,
+    ) -> Result<(), AdapterError> {
+        let max = conn.client.max_payload();
+        let mut from = 0;
+        for (index, &end) in ends.iter().enumerate() {
+            let record_len = end - from;
+            from = end;
+            if record::message_size(record_len, record::MAX_MSG_ID_LEN) <= max {
+                continue;
+            }
+            let size = record::message_size(record_len, batch.dedup_id(index).len());
+            if size > max {
+                let what = format!(
+                    "jetstream: publishing event {index} of shard {} (sequence_start {}) to {}",
+                    batch.shard_id, batch.sequence_start, stream.name
+                );
+                tracing::error!(size, max_payload = max, "{what}: over the server's max_payload");
+                return Err(AdapterError::TooLarge { what, size, max });
+            }
         }
         Ok(())
     }
