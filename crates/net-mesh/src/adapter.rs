@@ -62,6 +62,33 @@ pub struct PeerInfo {
     pub capabilities: Capabilities,
 }
 
+/// A snapshot of a node's counters, for metrics. Counts are totals since the node started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Sessions established now.
+    pub sessions_open: u64,
+    /// Sessions established since start.
+    pub sessions_established: u64,
+    /// Connections accepted by the listener and still in their handshake.
+    pub handshakes_in_progress: u64,
+    /// Failed handshakes (both directions) and failed accepts, by reason: `closed`,
+    /// `timeout`, `evicted`, `crypto`, `identity`, `not_allowed`, `protocol`, `accept`.
+    pub handshake_failures: Vec<(&'static str, u64)>,
+    /// Peers' batches stored in this node's storage (after dedup).
+    pub stored_batches: u64,
+    /// Peers' batches acknowledged as already stored.
+    pub duplicate_batches: u64,
+    /// Peers' batches this node's storage failed to store (after its retry window).
+    pub storage_errors: u64,
+    /// Storage attempts repeated after a retryable storage error.
+    pub storage_retries: u64,
+    /// Bytes read from peers' sockets.
+    pub bytes_in: u64,
+    /// Bytes written to peers' sockets.
+    pub bytes_out: u64,
+}
+
 /// The mesh adapter. See the module documentation for routing, delivery and cursors.
 pub struct NetAdapter {
     node: Arc<Node>,
@@ -117,7 +144,11 @@ impl NetAdapter {
             return Ok(());
         }
         let bound = self.node.start().await.map_err(|source| MeshError::Bind {
-            addr: format!("{:?}", self.node.config.listen),
+            addr: self
+                .node
+                .config
+                .listen
+                .map_or_else(|| "no address".to_owned(), |a| a.to_string()),
             source,
         })?;
         *self.local_addr.lock() = bound;
@@ -156,9 +187,33 @@ impl NetAdapter {
     /// Batches this node stored for peers, and batches it acknowledged as duplicates.
     pub fn stored_counts(&self) -> (u64, u64) {
         (
-            self.node.stored_batches.load(Ordering::Relaxed),
-            self.node.duplicate_batches.load(Ordering::Relaxed),
+            self.node.counters.stored_batches.load(Ordering::Relaxed),
+            self.node.counters.duplicate_batches.load(Ordering::Relaxed),
         )
+    }
+
+    /// The node's counters now.
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.node.counters;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        NodeStats {
+            sessions_open: self.node.links().len() as u64,
+            sessions_established: load(&c.sessions_established),
+            handshakes_in_progress: self.node.admission.len() as u64,
+            handshake_failures: self
+                .node
+                .failures
+                .totals()
+                .into_iter()
+                .map(|(reason, n)| (reason.label(), n))
+                .collect(),
+            stored_batches: load(&c.stored_batches),
+            duplicate_batches: load(&c.duplicate_batches),
+            storage_errors: load(&c.storage_errors),
+            storage_retries: load(&c.storage_retries),
+            bytes_in: load(&c.bytes_in),
+            bytes_out: load(&c.bytes_out),
+        }
     }
 
     /// Waits until at least `n` connected peers store `shard`. Returns false on timeout.

@@ -8,6 +8,14 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The longest any timeout, interval or window may be (one day): longer ones would
+/// overflow deadline arithmetic long before they meant anything.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+/// The largest queue, slot or replica count a setting may ask for.
+pub const MAX_COUNT: usize = 1 << 20;
+/// The largest `max_frame` a node may accept (1 GiB).
+pub const MAX_FRAME_LIMIT: usize = 1 << 30;
+
 /// What `on_batch` and `poll_shard` do when no connected peer stores the shard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -55,8 +63,12 @@ pub struct NetAdapterConfig {
     pub request_timeout: Duration,
     /// How long this node's storage may take to answer a peer's request.
     pub storage_timeout: Duration,
-    /// How long a handshake may take.
+    /// How long a handshake may take, counted from the TCP connection and including both
+    /// sides' `Hello`.
     pub handshake_timeout: Duration,
+    /// How long the listener waits for a new connection's first complete handshake message.
+    /// An honest dialer sends it as soon as TCP connects.
+    pub first_message_timeout: Duration,
     /// How often an idle session is pinged.
     pub ping_interval: Duration,
     /// A session that receives nothing for this long is closed.
@@ -76,8 +88,17 @@ pub struct NetAdapterConfig {
     pub rekey_after: u64,
     /// Plaintext bytes sent before switching to a new key (whichever limit comes first).
     pub rekey_after_bytes: u64,
-    /// Handshakes the listener runs at once; further connections wait in the kernel backlog.
+    /// Connections the listener holds in their handshake at once, from all addresses. The
+    /// listener keeps accepting when they are all taken: a newcomer evicts the connection
+    /// that made the least progress (see `docs/mesh-protocol.md`, §3.5).
     pub max_handshakes: usize,
+    /// Connections in their handshake at once from one IP address; a newcomer from an
+    /// address at this cap evicts that address's least advanced connection.
+    pub max_handshakes_per_addr: usize,
+    /// How long this node retries a peer's batch against its own storage while the storage
+    /// answers with retryable errors (a broker restarting) before it answers the peer with
+    /// the error. Zero: one attempt.
+    pub storage_retry_window: Duration,
     invalid: Vec<String>,
 }
 
@@ -96,7 +117,8 @@ impl Default for NetAdapterConfig {
             no_peer: NoPeerPolicy::Retry,
             request_timeout: Duration::from_secs(10),
             storage_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            first_message_timeout: Duration::from_secs(2),
             ping_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(20),
             reconnect_min: Duration::from_millis(100),
@@ -106,7 +128,9 @@ impl Default for NetAdapterConfig {
             max_frame: 64 << 20,
             rekey_after: 1 << 20,
             rekey_after_bytes: 16 << 30,
-            max_handshakes: 64,
+            max_handshakes: 256,
+            max_handshakes_per_addr: 32,
+            storage_retry_window: Duration::ZERO,
             invalid: Vec::new(),
         }
     }
@@ -229,6 +253,7 @@ impl NetAdapterConfig {
             ("request_timeout", self.request_timeout),
             ("storage_timeout", self.storage_timeout),
             ("handshake_timeout", self.handshake_timeout),
+            ("first_message_timeout", self.first_message_timeout),
             ("ping_interval", self.ping_interval),
             ("idle_timeout", self.idle_timeout),
             ("reconnect_max", self.reconnect_max),
@@ -246,6 +271,10 @@ impl NetAdapterConfig {
             ("send_queue", self.send_queue as u64),
             ("max_inflight", self.max_inflight as u64),
             ("max_handshakes", self.max_handshakes as u64),
+            (
+                "max_handshakes_per_addr",
+                self.max_handshakes_per_addr as u64,
+            ),
             ("rekey_after", self.rekey_after),
             ("rekey_after_bytes", self.rekey_after_bytes),
         ];
@@ -253,6 +282,44 @@ impl NetAdapterConfig {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
+        }
+        let bounded = [
+            ("request_timeout", self.request_timeout),
+            ("storage_timeout", self.storage_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("first_message_timeout", self.first_message_timeout),
+            ("ping_interval", self.ping_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("reconnect_min", self.reconnect_min),
+            ("reconnect_max", self.reconnect_max),
+            ("storage_retry_window", self.storage_retry_window),
+        ];
+        for (name, value) in bounded {
+            if value > MAX_DURATION {
+                return Err(format!(
+                    "{name} must be at most {} s",
+                    MAX_DURATION.as_secs()
+                ));
+            }
+        }
+        let capped = [
+            ("replication", self.replication, MAX_COUNT),
+            ("send_queue", self.send_queue, MAX_COUNT),
+            ("max_inflight", self.max_inflight, MAX_COUNT),
+            ("max_handshakes", self.max_handshakes, MAX_COUNT),
+            (
+                "max_handshakes_per_addr",
+                self.max_handshakes_per_addr,
+                MAX_COUNT,
+            ),
+        ];
+        for (name, value, max) in capped {
+            if value > max {
+                return Err(format!("{name} must be at most {max}"));
+            }
+        }
+        if self.max_frame > MAX_FRAME_LIMIT {
+            return Err(format!("max_frame must be at most {MAX_FRAME_LIMIT} bytes"));
         }
         if self.max_frame < 1024 {
             return Err("max_frame must be at least 1024 bytes".into());
@@ -308,6 +375,20 @@ mod tests {
             NetAdapterConfig::default().tag("x".repeat(300)),
             "longer than",
         );
+        // Huge values are refused before anything uses them.
+        check(
+            NetAdapterConfig::default().request_timeout(Duration::MAX),
+            "request_timeout must be at most",
+        );
+        let mut c = NetAdapterConfig::default();
+        c.send_queue = usize::MAX;
+        check(c, "send_queue must be at most");
+        let mut c = NetAdapterConfig::default();
+        c.max_handshakes_per_addr = 0;
+        check(c, "max_handshakes_per_addr");
+        let mut c = NetAdapterConfig::default();
+        c.storage_retry_window = Duration::from_secs(u64::MAX);
+        check(c, "storage_retry_window");
     }
 
     #[test]

@@ -60,14 +60,15 @@
 //! ```
 
 mod adapter;
+mod admission;
 mod config;
 pub mod frame;
 mod identity;
 mod node;
 pub mod session;
 
-pub use adapter::{MeshError, NetAdapter, PeerInfo};
-pub use config::{NetAdapterConfig, NoPeerPolicy};
+pub use adapter::{MeshError, NetAdapter, NodeStats, PeerInfo};
+pub use config::{NetAdapterConfig, NoPeerPolicy, MAX_COUNT, MAX_DURATION, MAX_FRAME_LIMIT};
 pub use frame::{Capabilities, ShardRange};
 pub use identity::{EntityKeypair, IdentityError, NodeId};
 pub use session::{Role, Session, SessionConfig, SessionError, SessionEvent};

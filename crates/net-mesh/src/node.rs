@@ -6,7 +6,12 @@
 //! task drains the session's bounded frame queue into the socket, and the reading side
 //! dispatches frames. A failure of any kind ends the connection: the reason is logged here,
 //! the peer sees the socket close (or a coarse [`Frame::Close`]).
+//!
+//! The listener never stops accepting: connections in their handshake are held in the
+//! bounded [`Admission`] table, which evicts the least advanced one when a newcomer needs
+//! room, and failed handshakes are counted and logged at a bounded rate ([`FailureLog`]).
 
+use crate::admission::{Admission, FailReason, FailureLog, Progress, ProgressHandle, Ticket};
 use crate::config::NetAdapterConfig;
 use crate::frame::{Capabilities, CloseReason, Frame, RemoteError, PROTOCOL_VERSION};
 use crate::identity::NodeId;
@@ -19,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tracing::{debug, info, warn};
@@ -29,6 +35,56 @@ const DEDUP_CAPACITY: usize = 65_536;
 const READ_CHUNK: usize = 64 * 1024;
 /// Frames the writer encrypts before one socket write.
 const WRITE_COALESCE: usize = 64;
+/// Bytes read per call during the handshake (a handshake record is at most 514 bytes).
+const HANDSHAKE_CHUNK: usize = 1024;
+/// How often failed handshakes are summarised in the log, at most.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// First pause between attempts to store a batch while the storage is failing.
+const STORAGE_RETRY_MIN: Duration = Duration::from_millis(50);
+/// Longest pause between attempts to store a batch.
+const STORAGE_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Counters of a node, read by [`crate::NetAdapter::stats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Batches stored for peers, after dedup.
+    pub(crate) stored_batches: AtomicU64,
+    /// Batches acknowledged as duplicates without storing.
+    pub(crate) duplicate_batches: AtomicU64,
+    /// Sessions established since start.
+    pub(crate) sessions_established: AtomicU64,
+    /// Bytes read from and written to sockets.
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    /// Peers' batches this node's storage failed to store (answered with an error).
+    pub(crate) storage_errors: AtomicU64,
+    /// Attempts to store a batch repeated after a retryable storage error.
+    pub(crate) storage_retries: AtomicU64,
+}
+
+/// What a completed handshake yields.
+struct Handshaken {
+    peer: NodeId,
+    capabilities: Capabilities,
+    /// Frames that arrived right behind the peer's `Hello`.
+    early: Vec<Frame>,
+}
+
+/// The failure of a handshake: its counted reason and a detail for the log.
+type HandshakeFailure = (FailReason, String);
+
+fn classify(error: &SessionError) -> FailReason {
+    match error {
+        SessionError::HandshakeTimeout => FailReason::Timeout,
+        SessionError::Handshake(_) | SessionError::Decrypt | SessionError::Noise(_) => {
+            FailReason::Crypto
+        }
+        SessionError::Identity(_) => FailReason::Identity,
+        SessionError::NotAllowed(_) => FailReason::NotAllowed,
+        SessionError::Closed => FailReason::Closed,
+        _ => FailReason::Protocol,
+    }
+}
 
 /// A reply to a request this node sent.
 pub(crate) enum Reply {
@@ -136,11 +192,13 @@ pub(crate) struct Node {
     dedup: Mutex<Dedup>,
     shutdown: watch::Sender<bool>,
     pub(crate) shut_down: AtomicBool,
-    handshakes: Arc<Semaphore>,
-    /// Batches stored for peers, after dedup (for tests and stats).
-    pub(crate) stored_batches: AtomicU64,
-    /// Batches acknowledged as duplicates without storing.
-    pub(crate) duplicate_batches: AtomicU64,
+    /// Connections of the listener still in their handshake.
+    pub(crate) admission: Arc<Admission>,
+    /// Failed handshakes, counted and logged at a bounded rate.
+    pub(crate) failures: FailureLog,
+    /// Batches being stored, by dedup key: a copy that arrives meanwhile waits for the first.
+    storing: Mutex<HashMap<(u64, u16, u64), Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl Node {
@@ -152,7 +210,10 @@ impl Node {
         let (shutdown, _) = watch::channel(false);
         Arc::new(Self {
             capabilities: config.capabilities(),
-            handshakes: Arc::new(Semaphore::new(config.max_handshakes)),
+            admission: Admission::new(config.max_handshakes, config.max_handshakes_per_addr),
+            failures: FailureLog::new(FAILURE_LOG_INTERVAL),
+            storing: Mutex::new(HashMap::new()),
+            counters: Arc::new(Counters::default()),
             config,
             session,
             storage,
@@ -163,8 +224,6 @@ impl Node {
             dedup: Mutex::new(Dedup::default()),
             shutdown,
             shut_down: AtomicBool::new(false),
-            stored_batches: AtomicU64::new(0),
-            duplicate_batches: AtomicU64::new(0),
         })
     }
 
@@ -183,10 +242,12 @@ impl Node {
         let mut bound = None;
         if let Some(addr) = self.config.listen {
             let listener = TcpListener::bind(addr).await?;
-            bound = Some(listener.local_addr()?);
-            info!(node = %self.node_id(), addr = ?bound, "mesh node listening");
+            let local = listener.local_addr()?;
+            bound = Some(local);
+            info!(node = %self.node_id(), addr = %local, "mesh node listening");
             tokio::spawn(self.clone().listen(listener));
         }
+        tokio::spawn(self.clone().summarise_failures());
         for &peer in &self.config.peers {
             tokio::spawn(self.clone().dial(peer));
         }
@@ -197,37 +258,55 @@ impl Node {
     pub(crate) fn stop(&self) {
         self.shut_down.store(true, Ordering::SeqCst);
         let _ = self.shutdown.send(true);
+        self.failures.flush();
         for link in self.links() {
             let _ = link.tx.try_send(Frame::Close(CloseReason::Shutdown));
         }
         self.changed.notify_waiters();
     }
 
+    /// Logs the failed handshakes of each interval as one line, until shutdown.
+    async fn summarise_failures(self: Arc<Self>) {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(self.failures.interval()) => self.failures.flush(),
+            }
+        }
+    }
+
+    /// Accepts connections for as long as the node runs, never waiting for a free handshake
+    /// place: admission makes room by evicting the least advanced handshake.
     async fn listen(self: Arc<Self>, listener: TcpListener) {
         let mut stop = self.shutdown.subscribe();
         loop {
-            let permit = tokio::select! {
-                _ = stop.changed() => return,
-                permit = self.handshakes.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
             let accepted = tokio::select! {
                 _ = stop.changed() => return,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
                 Ok((stream, addr)) => {
+                    let started = tokio::time::Instant::now();
+                    let (ticket, evicted) = self.admission.admit(addr.ip());
+                    for _ in 0..evicted {
+                        self.failures.record(
+                            FailReason::Evicted,
+                            Some(addr),
+                            "evicted by a newer connection (admission table full)",
+                        );
+                    }
                     let node = self.clone();
                     tokio::spawn(async move {
-                        node.run_connection(stream, addr, Role::Responder, Some(permit))
+                        node.run_connection(stream, addr, Role::Responder, Some(ticket), started)
                             .await;
                     });
                 }
                 Err(e) => {
-                    warn!(error = %e, "mesh accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors, most likely: evictions free some soon.
+                    self.failures
+                        .record(FailReason::Accept, None, &format!("accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }
@@ -240,6 +319,7 @@ impl Node {
             if *stop.borrow() {
                 return;
             }
+            let started = tokio::time::Instant::now();
             let connect =
                 tokio::time::timeout(self.config.handshake_timeout, TcpStream::connect(addr));
             let established = tokio::select! {
@@ -247,7 +327,9 @@ impl Node {
                 result = connect => match result {
                     Ok(Ok(stream)) => {
                         // The connection watches the shutdown signal itself.
-                        self.clone().run_connection(stream, addr, Role::Initiator, None).await
+                        self.clone()
+                            .run_connection(stream, addr, Role::Initiator, None, started)
+                            .await
                     }
                     Ok(Err(e)) => {
                         debug!(%addr, error = %e, "mesh dial failed");
@@ -270,13 +352,122 @@ impl Node {
         }
     }
 
+    /// Runs the handshake of one connection: Noise, then both sides' `Hello`, under the
+    /// handshake deadline (and, for a listener's connection, the first-message deadline).
+    async fn handshake(
+        &self,
+        reader: &mut OwnedReadHalf,
+        writer: &mut OwnedWriteHalf,
+        session: &mut Session,
+        progress: Option<&ProgressHandle>,
+        started: tokio::time::Instant,
+    ) -> Result<Handshaken, HandshakeFailure> {
+        let deadline = started + self.config.handshake_timeout;
+        let first_deadline = (started + self.config.first_message_timeout).min(deadline);
+        let mut buf = [0u8; HANDSHAKE_CHUNK];
+        let mut peer = None;
+        let mut peer_caps = None;
+        let mut early = Vec::new();
+        let timed_out = || (FailReason::Timeout, "handshake timed out".to_owned());
+        loop {
+            let out = session.take_output();
+            if !out.is_empty() {
+                if let Some(p) = progress {
+                    // A listener writes only in answer to a complete handshake message.
+                    p.advance(Progress::Started);
+                }
+                match tokio::time::timeout_at(deadline, writer.write_all(&out)).await {
+                    Ok(Ok(())) => {
+                        self.counters
+                            .bytes_out
+                            .fetch_add(out.len() as u64, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => return Err((FailReason::Closed, format!("write failed: {e}"))),
+                    Err(_) => return Err(timed_out()),
+                }
+            }
+            if let (Some(peer), Some(capabilities)) = (peer, peer_caps.take()) {
+                return Ok(Handshaken {
+                    peer,
+                    capabilities,
+                    early,
+                });
+            }
+            let waiting_for_first = progress.is_some_and(|p| p.get() == Progress::Accepted as u8);
+            let limit = if waiting_for_first {
+                first_deadline
+            } else {
+                deadline
+            };
+            let n = match tokio::time::timeout_at(limit, reader.read(&mut buf)).await {
+                Ok(Ok(0)) => {
+                    return Err((FailReason::Closed, "connection closed by peer".to_owned()))
+                }
+                Ok(Err(e)) => return Err((FailReason::Closed, format!("read failed: {e}"))),
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    let _ = session.handle_timeout(Instant::now() + self.config.handshake_timeout);
+                    if waiting_for_first {
+                        return Err((
+                            FailReason::Timeout,
+                            "no handshake message before the first-message deadline".to_owned(),
+                        ));
+                    }
+                    return Err(timed_out());
+                }
+            };
+            self.counters
+                .bytes_in
+                .fetch_add(n as u64, Ordering::Relaxed);
+            if let Err(e) = session.handle_input(&buf[..n]) {
+                return Err((classify(&e), e.to_string()));
+            }
+            while let Some(event) = session.poll_event() {
+                match event {
+                    SessionEvent::Connected(id) => {
+                        if let Some(p) = progress {
+                            p.advance(Progress::Authenticated);
+                        }
+                        peer = Some(id);
+                        let hello = Frame::Hello {
+                            version: PROTOCOL_VERSION,
+                            capabilities: self.capabilities.clone(),
+                        };
+                        if let Err(e) = session.send(&hello) {
+                            return Err((classify(&e), e.to_string()));
+                        }
+                    }
+                    SessionEvent::Frame(Frame::Hello {
+                        version,
+                        capabilities,
+                    }) if peer_caps.is_none() && peer.is_some() => {
+                        if version != PROTOCOL_VERSION {
+                            return Err((
+                                FailReason::Protocol,
+                                format!("peer speaks protocol version {version}"),
+                            ));
+                        }
+                        peer_caps = Some(capabilities);
+                    }
+                    SessionEvent::Frame(frame) if peer_caps.is_some() => early.push(frame),
+                    SessionEvent::Frame(_) => {
+                        return Err((FailReason::Protocol, "first frame is not hello".to_owned()));
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs one connection to its end. Returns true when the session got established.
+    /// `ticket` is the connection's admission place when the listener accepted it;
+    /// `started` is when it was accepted or dialed.
     async fn run_connection(
         self: Arc<Self>,
         stream: TcpStream,
         addr: SocketAddr,
         role: Role,
-        handshake_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        mut ticket: Option<Ticket>,
+        started: tokio::time::Instant,
     ) -> bool {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
@@ -287,74 +478,69 @@ impl Node {
                 return false;
             }
         };
-        let mut buf = vec![0u8; READ_CHUNK];
-        // Handshake, then each side's Hello, all under the handshake deadline.
-        let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
-        let mut peer = None;
-        let mut peer_caps = None;
-        let mut early = Vec::new();
-        while peer_caps.is_none() {
-            let out = session.take_output();
-            if !out.is_empty() && writer.write_all(&out).await.is_err() {
-                debug!(%addr, "mesh peer closed during the handshake");
-                return false;
+        let mut stop = self.shutdown.subscribe();
+        let result = {
+            let progress = ticket.as_ref().map(Ticket::progress);
+            let handshake = self.handshake(
+                &mut reader,
+                &mut writer,
+                &mut session,
+                progress.as_ref(),
+                started,
+            );
+            match ticket.as_mut() {
+                Some(ticket) => tokio::select! {
+                    _ = &mut ticket.evicted => Err((
+                        FailReason::Evicted,
+                        "evicted by a newer connection (admission table full)".to_owned(),
+                    )),
+                    _ = stop.changed() => Err((FailReason::Closed, "shutting down".to_owned())),
+                    result = handshake => result,
+                },
+                None => tokio::select! {
+                    _ = stop.changed() => Err((FailReason::Closed, "shutting down".to_owned())),
+                    result = handshake => result,
+                },
             }
-            let n = match tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => {
-                    info!(%addr, ?role, "mesh handshake failed: connection closed by peer");
-                    return false;
-                }
-                Ok(Ok(n)) => n,
-                Err(_) => {
-                    let _ = session.handle_timeout(Instant::now() + self.config.handshake_timeout);
-                    warn!(%addr, ?role, "mesh handshake failed: timed out");
-                    return false;
-                }
-            };
-            if let Err(e) = session.handle_input(&buf[..n]) {
-                warn!(%addr, ?role, reason = %e, "mesh handshake failed");
-                return false;
-            }
-            while let Some(event) = session.poll_event() {
-                match event {
-                    SessionEvent::Connected(id) => {
-                        peer = Some(id);
-                        let hello = Frame::Hello {
-                            version: PROTOCOL_VERSION,
-                            capabilities: self.capabilities.clone(),
-                        };
-                        if let Err(e) = session.send(&hello) {
-                            warn!(%addr, reason = %e, "mesh session failed");
-                            return false;
-                        }
-                    }
-                    SessionEvent::Frame(Frame::Hello {
-                        version,
-                        capabilities,
-                    }) if peer_caps.is_none() => {
-                        if version != PROTOCOL_VERSION {
-                            warn!(%addr, version, "mesh peer speaks another protocol version");
-                            return false;
-                        }
-                        peer_caps = Some(capabilities);
-                    }
-                    SessionEvent::Frame(frame) if peer_caps.is_some() => early.push(frame),
-                    SessionEvent::Frame(_) => {
-                        warn!(%addr, "mesh session failed: first frame is not hello");
-                        return false;
-                    }
-                }
-            }
-        }
-        drop(handshake_permit);
-        let (Some(peer), Some(capabilities)) = (peer, peer_caps) else {
-            return false;
         };
-        let out = session.take_output();
-        if !out.is_empty() && writer.write_all(&out).await.is_err() {
-            return false;
+        let handshaken = match result {
+            // Evictions were counted by the listener when it made room.
+            Err((FailReason::Evicted, detail)) => {
+                debug!(%addr, %detail, "mesh handshake ended");
+                return false;
+            }
+            Err((reason, detail)) => {
+                debug!(%addr, ?role, reason = reason.label(), %detail, "mesh handshake failed");
+                self.failures.record(reason, Some(addr), &detail);
+                return false;
+            }
+            Ok(handshaken) => handshaken,
+        };
+        if let Some(ticket) = ticket {
+            if !ticket.promote() {
+                debug!(%addr, "mesh handshake finished just as it was evicted");
+                return false;
+            }
         }
-        info!(%addr, peer = %peer, ?capabilities, "mesh session established");
+        let Handshaken {
+            peer,
+            capabilities,
+            early,
+        } = handshaken;
+        let handshake_ms = started.elapsed().as_secs_f64() * 1e3;
+        self.counters
+            .sessions_established
+            .fetch_add(1, Ordering::Relaxed);
+        info!(
+            %addr,
+            peer = %peer,
+            role = role_label(role),
+            handshake_ms = format_args!("{handshake_ms:.1}"),
+            shards = capabilities.shards.len(),
+            tags = %capabilities.tags.join(","),
+            "mesh session established"
+        );
+        let mut buf = vec![0u8; READ_CHUNK];
 
         let session = Arc::new(Mutex::new(session));
         let (tx, rx) = mpsc::channel(self.config.send_queue);
@@ -375,6 +561,7 @@ impl Node {
             writer,
             rx,
             self.config.ping_interval,
+            self.counters.clone(),
         ));
         let inflight = Arc::new(Semaphore::new(self.config.max_inflight));
         for frame in early {
@@ -390,7 +577,12 @@ impl Node {
             };
             let n = match read {
                 Ok(Ok(0)) => break "connection closed by peer".to_owned(),
-                Ok(Ok(n)) => n,
+                Ok(Ok(n)) => {
+                    self.counters
+                        .bytes_in
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    n
+                }
                 Ok(Err(e)) => break format!("read failed: {e}"),
                 Err(_) => break "peer idle past the liveness timeout".to_owned(),
             };
@@ -537,18 +729,69 @@ impl Node {
             )));
         }
         let key = (batch.process_nonce, batch.shard_id, batch.sequence_start);
+        // A copy of a batch still being stored (the sender gave up waiting and retried)
+        // waits for the first attempt, then finds it in the dedup set.
+        let gate = self
+            .storing
+            .lock()
+            .entry(key)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone();
+        let result = {
+            let _held = gate.lock().await;
+            self.store_once(storage, batch, key).await
+        };
+        {
+            let mut storing = self.storing.lock();
+            // Only the map and this call still hold the gate: nobody waits on it.
+            if Arc::strong_count(&gate) == 2 {
+                storing.remove(&key);
+            }
+        }
+        result
+    }
+
+    /// Stores a batch unless it was stored before, retrying retryable storage errors with
+    /// backoff for up to the storage retry window.
+    async fn store_once(
+        &self,
+        storage: &Arc<dyn Adapter>,
+        batch: Arc<Batch>,
+        key: (u64, u16, u64),
+    ) -> Result<(), AdapterError> {
         if self.dedup.lock().contains(&key) {
-            self.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .duplicate_batches
+                .fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        match tokio::time::timeout(self.config.storage_timeout, storage.on_batch(batch)).await {
-            Ok(Ok(())) => {
-                self.dedup.lock().insert(key);
-                self.stored_batches.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+        let window_ends = tokio::time::Instant::now() + self.config.storage_retry_window;
+        let mut pause = STORAGE_RETRY_MIN;
+        loop {
+            let attempt =
+                tokio::time::timeout(self.config.storage_timeout, storage.on_batch(batch.clone()))
+                    .await
+                    .unwrap_or_else(|_| Err(AdapterError::Transient("storage timed out".into())));
+            let error = match attempt {
+                Ok(()) => {
+                    self.dedup.lock().insert(key);
+                    self.counters.stored_batches.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            let now = tokio::time::Instant::now();
+            if !error.is_retryable() || now >= window_ends || self.shut_down.load(Ordering::SeqCst)
+            {
+                self.counters.storage_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(error);
             }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(AdapterError::Transient("storage timed out".into())),
+            debug!(shard = key.1, error = %error, "storage failed; retrying the batch");
+            self.counters
+                .storage_retries
+                .fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep_until((now + pause).min(window_ends)).await;
+            pause = (pause * 2).min(STORAGE_RETRY_MAX);
         }
     }
 
@@ -578,12 +821,20 @@ impl Node {
     }
 }
 
+fn role_label(role: Role) -> &'static str {
+    match role {
+        Role::Initiator => "dialer",
+        Role::Responder => "listener",
+    }
+}
+
 /// Encrypts queued frames and writes them; pings when the queue stays idle.
 async fn write_loop(
     session: Arc<Mutex<Session>>,
     mut writer: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::Receiver<Frame>,
     ping_interval: Duration,
+    counters: Arc<Counters>,
 ) {
     let mut out = Vec::with_capacity(2 * READ_CHUNK);
     let mut ping = 0u64;
@@ -616,6 +867,9 @@ async fn write_loop(
         if writer.write_all(&out).await.is_err() {
             break;
         }
+        counters
+            .bytes_out
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
         out.clear();
         if out.capacity() > 8 * READ_CHUNK {
             out.shrink_to(2 * READ_CHUNK);
