@@ -13,9 +13,9 @@ use net_sdk::{
 /// A backend that keeps events across processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum StoreKind {
-    /// Redis Streams: one stream per shard, `{stream}:shard:{n}`.
+    /// Redis Streams: one stream per shard, named STREAM:shard:N (N = 0, 1, ...).
     Redis,
-    /// NATS JetStream: one stream per shard, `{stream}_shard_{n}`.
+    /// NATS JetStream: one stream per shard, named STREAM_shard_N (N = 0, 1, ...).
     Jetstream,
     /// The encrypted mesh: events are stored by the `net node`s given with --peer.
     Net,
@@ -47,8 +47,9 @@ pub(crate) struct Backend {
     /// must use the same name.
     #[arg(long, default_value = "net")]
     pub(crate) stream: String,
-    /// Number of shards. Producers and consumers of the same stream must agree: a consumer
-    /// with fewer shards than the producer does not read the others.
+    /// Number of shards. Producers and consumers of the same stream must agree: the first
+    /// command on a stream records its count in the backend, and one with another count
+    /// exits with status 2 (the mesh keeps no such record).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) shards: u16,
     #[command(flatten)]
@@ -127,7 +128,9 @@ pub(crate) async fn start_bus(builder: EventBusConfigBuilder, what: &str) -> Res
 
 fn config_error(err: ConfigError) -> anyhow::Error {
     match err {
-        ConfigError::Invalid { .. } => usage(err.to_string()),
+        ConfigError::Invalid { .. } | ConfigError::LayoutMismatch { .. } => {
+            usage(err.to_string())
+        }
         other => anyhow::Error::new(other),
     }
 }
