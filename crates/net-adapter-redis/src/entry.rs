@@ -69,12 +69,21 @@ pub(crate) fn encode_dedup_id(
 /// The `d` field as stored.
 #[derive(Deserialize)]
 struct Stored<'a> {
-    #[serde(borrow, default)]
+    /// Present even when it holds `null`: the payload `null` is embedded like any other.
+    #[serde(borrow, default, deserialize_with = "present")]
     r: Option<&'a RawValue>,
     #[serde(borrow, default)]
     b: Option<std::borrow::Cow<'a, str>>,
     t: u64,
     s: u64,
+}
+
+/// Deserializes a present field as `Some`, even when it holds `null` (a plain `Option` would
+/// read `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// What one stream entry turned out to be.
@@ -310,6 +319,8 @@ mod tests {
         round_trip("{\"t\":\"\u{1f980}\"}".as_bytes());
         round_trip(b"[1,2,3]");
         round_trip(b"42");
+        round_trip(b"null");
+        round_trip(b"\"\"");
         round_trip(b"not json at all");
         round_trip(b" {\"padded\":true} ");
         round_trip(b"");
@@ -374,6 +385,8 @@ mod tests {
             });
         };
         check(&[("d", br#"{"r":1,"t":1,"s":3}"#)], "event");
+        check(&[("d", br#"{"r":null,"t":1,"s":3}"#)], "event");
+        check(&[("d", br#"{"r":null,"b":"AA==","t":1,"s":3}"#)], "corrupt");
         check(&[("x", b"1")], "corrupt");
         check(&[("d", b"{not json")], "corrupt");
         check(&[("d", &[0xff, 0xfe])], "corrupt");
