@@ -128,9 +128,7 @@ pub(crate) async fn start_bus(builder: EventBusConfigBuilder, what: &str) -> Res
 
 fn config_error(err: ConfigError) -> anyhow::Error {
     match err {
-        ConfigError::Invalid { .. } | ConfigError::LayoutMismatch { .. } => {
-            usage(err.to_string())
-        }
+        ConfigError::Invalid { .. } | ConfigError::LayoutMismatch { .. } => usage(err.to_string()),
         other => anyhow::Error::new(other),
     }
 }

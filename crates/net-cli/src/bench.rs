@@ -26,6 +26,19 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Largest `--events`.
+const MAX_EVENTS: u64 = 100_000_000_000;
+/// Largest number of ring slots, per shard and over all shards together (about 64 bytes each).
+const MAX_RING_SLOTS: u64 = 1 << 23;
+/// Largest `--batch-events`.
+const MAX_BATCH_EVENTS: u64 = 100_000;
+/// Largest `--batch-delay-ms`: one hour, as the bus allows.
+const MAX_BATCH_DELAY_MS: u64 = 3_600_000;
+/// Largest `--retain` (per shard).
+const MAX_RETAIN: u64 = 10_000_000;
+/// Largest `--rate`, in events per second.
+const MAX_RATE: u64 = 1_000_000_000;
+
 /// The adapters `net bench` can drive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum BenchAdapter {
@@ -45,7 +58,8 @@ pub(crate) enum BenchAdapter {
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// Events to ingest in total.
-    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 10_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_EVENTS))]
     events: u64,
     /// Adapter the bus dispatches to.
     #[arg(long, value_enum, default_value = "memory")]
@@ -62,25 +76,29 @@ pub(crate) struct BenchArgs {
     /// Shards of the bus.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     shards: u16,
-    /// Slots of each shard's ring (a power of two).
-    #[arg(long, default_value_t = 8192)]
-    ring_capacity: usize,
+    /// Slots of each shard's ring (a power of two; shards × slots at most 8,388,608).
+    #[arg(long, default_value_t = 8192,
+          value_parser = clap::value_parser!(u64).range(2..=MAX_RING_SLOTS))]
+    ring_capacity: u64,
     /// A batch closes at this many events...
-    #[arg(long, default_value_t = 1024)]
-    batch_events: usize,
+    #[arg(long, default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH_EVENTS))]
+    batch_events: u64,
     /// ...or this many milliseconds after its first event.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_BATCH_DELAY_MS))]
     batch_delay_ms: u64,
     /// Payload size in bytes of each JSON event (at least 64).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
     event_size: u64,
     /// Events the memory adapter keeps per shard (older ones are trimmed, so memory stays
     /// bounded however many events run through).
-    #[arg(long, default_value_t = 65_536)]
-    retain: usize,
+    #[arg(long, default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_RETAIN))]
+    retain: u64,
     /// Offer this many events per second in total (split over the producers) instead of as
     /// many as the bus takes: the latency then shows the batching delay rather than queueing.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_RATE))]
     rate: Option<u64>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
@@ -174,7 +192,7 @@ fn bench_adapter_config(args: &BenchArgs) -> Result<AdapterConfig> {
     let url = |kind: StoreKind| args.url.as_deref().unwrap_or(kind.default_url()).to_owned();
     Ok(match args.adapter {
         BenchAdapter::Memory => AdapterConfig::memory_with(
-            MemoryAdapterConfig::default().max_events_per_shard(args.retain),
+            MemoryAdapterConfig::default().max_events_per_shard(to_usize(args.retain)),
         ),
         BenchAdapter::Noop | BenchAdapter::Net => AdapterConfig::noop(),
         BenchAdapter::Redis => {
@@ -188,8 +206,22 @@ fn bench_adapter_config(args: &BenchArgs) -> Result<AdapterConfig> {
     })
 }
 
+/// `n` as a `usize` (every flag is bounded far below `usize::MAX` on 64-bit targets).
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 /// Runs `net bench`.
 pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode> {
+    // Checked before anything is built or connected: the rings are allocated up front.
+    let slots = u64::from(args.shards) * args.ring_capacity;
+    if slots > MAX_RING_SLOTS {
+        return Err(crate::exit::usage(format!(
+            "--shards {} × --ring-capacity {} is {slots} ring slots; at most {MAX_RING_SLOTS} \
+             are allowed",
+            args.shards, args.ring_capacity
+        )));
+    }
     let inner: Box<dyn Adapter> = match args.adapter {
         BenchAdapter::Net => Box::new(args.mesh.connect(args.shards).await?),
         _ => bench_adapter_config(&args)?
@@ -205,10 +237,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode> {
     };
     let builder = EventBusConfig::builder()
         .shards(args.shards)
-        .ring_capacity(args.ring_capacity)
+        .ring_capacity(to_usize(args.ring_capacity))
         .batch(
             BatchConfig::default()
-                .max_events(args.batch_events)
+                .max_events(to_usize(args.batch_events))
                 .max_delay_ms(args.batch_delay_ms),
         )
         .backpressure(BackpressureMode::Block)
@@ -318,12 +350,15 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode> {
         peak_rss: peak_rss(),
         args: &args,
     };
-    let mut out = std::io::stdout().lock();
+    // Rendered first, then written at once: standard output is not kept locked.
+    let mut text = Vec::new();
     if args.json {
-        writeln!(out, "{}", report.json())?;
+        writeln!(text, "{}", report.json())?;
     } else {
-        report.table(&mut out)?;
+        report.table(&mut text)?;
     }
+    let mut out = std::io::stdout();
+    out.write_all(&text)?;
     out.flush()?;
     if stats.events_dropped > 0 || stats.events_rejected > 0 || events != args.events {
         bail!(

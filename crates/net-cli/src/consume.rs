@@ -2,11 +2,14 @@
 //!
 //! Events are read through an [`EventStream`]: page by page, copies dropped by dedup id, and
 //! the cursor saved to `--cursor-file` (replaced atomically) once every event of a page has
-//! been printed. A run that is stopped prints the rest of its current page before it saves
-//! the cursor, so the next run starts right after the last printed event.
+//! been printed. A run that is stopped (Ctrl-C or SIGTERM) prints the rest of its current page
+//! before it saves the cursor, so the next run starts right after the last printed event.
+//!
+//! The cursor file is read before the backend is contacted: a file that is damaged (empty,
+//! binary, several lines) is a usage error, never a silent restart from the beginning.
 
 use crate::backend::Backend;
-use crate::exit::usage;
+use crate::exit::{stop_signal, usage};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
@@ -18,6 +21,13 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// Largest `--dedup-window`: at about 100 bytes per remembered id, 1 GB once full.
+const MAX_DEDUP_WINDOW: u64 = 10_000_000;
+/// Largest `--limit`.
+const MAX_LIMIT: u64 = 1_000_000_000_000;
+/// Largest `--max-wait-ms`: one hour.
+const MAX_WAIT_MS: u64 = 3_600_000;
 
 /// How events of different shards are interleaved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -40,7 +50,7 @@ pub(crate) struct ConsumeArgs {
     /// updated).
     #[arg(long)]
     from_start: bool,
-    /// Keep waiting for new events (polling with a backoff) until Ctrl-C.
+    /// Keep waiting for new events (polling with a backoff) until Ctrl-C or SIGTERM.
     #[arg(long)]
     pub(crate) follow: bool,
     /// Print only events matching this JSON filter, e.g. '{"type":"click"}' or
@@ -48,7 +58,7 @@ pub(crate) struct ConsumeArgs {
     #[arg(long)]
     filter: Option<String>,
     /// Stop after printing this many events.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=MAX_LIMIT))]
     limit: Option<u64>,
     /// Print each event as {"id","shard","insertion_ts","dedup_id","event"} instead of the
     /// payload alone.
@@ -61,34 +71,44 @@ pub(crate) struct ConsumeArgs {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     page_size: u64,
     /// Dedup ids remembered to drop redelivered copies (see docs/operations.md for sizing).
-    #[arg(long, default_value_t = 4096)]
-    dedup_window: usize,
+    #[arg(long, default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_DEDUP_WINDOW))]
+    dedup_window: u64,
     /// Longest wait between polls when following, in milliseconds.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT_MS))]
     max_wait_ms: u64,
     /// The backend (its flags come last so the mesh heading closes the help).
     #[command(flatten)]
     backend: Backend,
 }
 
-/// Writes one event line.
-fn print(out: &mut impl Write, event: &StoredEvent, envelope: bool) -> io::Result<()> {
+/// Writes one event line with a single write, through `line` (a reused buffer), so standard
+/// output is never kept locked between events.
+fn print(
+    out: &mut impl Write,
+    line: &mut Vec<u8>,
+    event: &StoredEvent,
+    envelope: bool,
+) -> io::Result<()> {
+    line.clear();
     if envelope {
         let payload: serde_json::Value = serde_json::from_slice(&event.raw).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(&event.raw).into())
         });
-        let line = serde_json::json!({
+        let value = serde_json::json!({
             "id": event.id,
             "shard": event.shard_id,
             "insertion_ts": event.insertion_ts,
             "dedup_id": event.dedup_id,
             "event": payload,
         });
-        writeln!(out, "{line}")
+        serde_json::to_writer(&mut *line, &value).map_err(io::Error::other)?;
     } else {
-        out.write_all(&event.raw)?;
-        out.write_all(b"\n")
+        line.extend_from_slice(&event.raw);
     }
+    line.push(b'\n');
+    out.write_all(line)
 }
 
 /// Runs `net consume` (and `net tail`, which sets `follow`).
@@ -106,7 +126,7 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<ExitCode> {
             Duration::from_millis(10),
             Duration::from_millis(args.max_wait_ms),
         )
-        .dedup_capacity(args.dedup_window)
+        .dedup_capacity(usize::try_from(args.dedup_window).unwrap_or(usize::MAX))
         .from_start(args.from_start)
         .ordering(match args.ordering {
             OrderArg::Sequence => Ordering::Sequence,
@@ -128,6 +148,14 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<ExitCode> {
                 )))
             }
             _ => {}
+        }
+        if !args.from_start {
+            FileCursor::new(path.clone()).load().map_err(|e| {
+                usage(format!(
+                    "cannot read cursor file {}: {e}; use --from-start or remove it",
+                    path.display()
+                ))
+            })?;
         }
     }
     let what = args.backend.describe();
@@ -159,9 +187,10 @@ async fn consume<S: CursorStore + Unpin>(
     );
     let mut stream = EventStream::new(bus, options, store)
         .map_err(|e| anyhow::Error::new(e).context(format!("cannot read {cursor_name}")))?;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    let interrupt = tokio::signal::ctrl_c();
+    // Not locked: each event is one write, and nothing holds the stream across a wait.
+    let mut out = io::stdout();
+    let mut line = Vec::new();
+    let interrupt = stop_signal();
     tokio::pin!(interrupt);
     loop {
         let next = tokio::select! {
@@ -169,7 +198,7 @@ async fn consume<S: CursorStore + Unpin>(
             _ = &mut interrupt => {
                 // Finish the page in hand so the saved cursor matches what was printed.
                 for event in stream.drain_buffered() {
-                    if print(&mut out, &event, args.envelope).is_err() {
+                    if print(&mut out, &mut line, &event, args.envelope).is_err() {
                         return Ok(ExitCode::SUCCESS);
                     }
                 }
@@ -182,7 +211,7 @@ async fn consume<S: CursorStore + Unpin>(
         match next {
             None => break,
             Some(Ok(event)) => {
-                if let Err(e) = print(&mut out, &event, args.envelope) {
+                if let Err(e) = print(&mut out, &mut line, &event, args.envelope) {
                     // A closed pipe (e.g. `| head`) ends the run quietly; the cursor stays
                     // at the last page saved in full.
                     if e.kind() == io::ErrorKind::BrokenPipe {

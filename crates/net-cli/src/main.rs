@@ -24,8 +24,8 @@ use std::process::ExitCode;
     long_about = "Benchmark the net event bus and move JSON events through its backends.\n\n\
                   Exit status: 0 success, 1 failure (backend unreachable, I/O error, events \
                   lost), 2 usage error (bad flag, filter, URL or cursor file), 3 invalid input \
-                  lines under `produce --strict`, 130 `produce` interrupted by Ctrl-C (what it \
-                  read was stored).\n\n\
+                  lines under `produce --strict`, 130 `produce` interrupted by Ctrl-C and 143 by \
+                  SIGTERM (what it read was stored or written to --failed-lines).\n\n\
                   Logs go to standard error; set RUST_LOG (e.g. RUST_LOG=net_core=info) to see \
                   more of them."
 )]
@@ -59,7 +59,8 @@ fn main() -> ExitCode {
         Command::Node(_) => "info",
         _ => "error",
     };
-    exit::init_logging(log_default);
+    // Held until the end of `main`: dropping it writes out the log lines still queued.
+    let log_guard = exit::init_logging(log_default);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,8 +83,10 @@ fn main() -> ExitCode {
     });
     // Do not wait for tasks a failed command may have left behind.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(err) => exit::report(&err),
-    }
+    };
+    drop(log_guard);
+    code
 }

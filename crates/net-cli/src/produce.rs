@@ -1,25 +1,42 @@
 //! `net produce`: JSON lines from standard input or a file into a backend.
 //!
-//! Each non-blank line must be one JSON document. Invalid lines are reported on standard
-//! error with their line number and skipped; every valid line is ingested (under
-//! `BackpressureMode::Block`, so none is refused) and the bus is flushed before the command
-//! exits, so nothing accepted is lost. With `--strict` the command still stores every valid
-//! line but exits with status 3 when any line was invalid. With `--key`, events are routed by
-//! the value of that field, so the events of one key keep their order. Ctrl-C stops reading
-//! at the next line, stores what was read and exits with status 130.
+//! Each non-blank line must be one JSON document. Invalid lines (not JSON, or longer than the
+//! largest event) are reported on standard error with their line number and skipped; a line
+//! is read through a bounded buffer, so an oversized one is skipped without being held in
+//! memory. Every valid line is ingested (under `BackpressureMode::Block`, so none is refused)
+//! and the bus is flushed before the command exits.
+//!
+//! A batch the backend does not take is retried for `--retry-window` seconds. A batch that is
+//! still not stored then is dropped, counted, and its lines are written to `--failed-lines`
+//! when given, so that every valid line is either stored or listed there: nothing is lost
+//! without a trace. With `--strict` the command still stores every valid line but exits with
+//! status 3 when any line was invalid. With `--key`, events are routed by the value of that
+//! field, so the events of one key keep their order. Ctrl-C or SIGTERM stops reading at the
+//! next line, stores what was read and exits with status 130 or 143; a second one exits at
+//! once.
 
 use crate::backend::Backend;
-use crate::exit::{INTERRUPTED, INVALID_INPUT};
+use crate::exit::{say, stop_signal, usage, INVALID_INPUT};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
-use net_sdk::{BackpressureMode, IngestionError, RawEvent};
+use net_sdk::{
+    BackpressureMode, DroppedEvents, EventBusConfig, IngestionError, RawEvent, RetryPolicy,
+};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write as _};
-use std::path::PathBuf;
+use std::io::{self, BufRead, BufReader, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Longest `--retry-window`: one day.
+const MAX_RETRY_WINDOW_SECS: u64 = 86_400;
+
+/// Whitespace a line may carry around an event of the largest accepted size.
+const LINE_SLACK: usize = 64;
 
 /// Flags of `net produce`.
 #[derive(Debug, Args)]
@@ -36,8 +53,17 @@ pub(crate) struct ProduceArgs {
     #[arg(long)]
     strict: bool,
     /// Print at most this many invalid-line reports (the count is always printed).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
     max_reports: u64,
+    /// Seconds a batch the backend does not take is retried before it is given up (and its
+    /// lines written to --failed-lines); covers backend restarts and failovers.
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_RETRY_WINDOW_SECS))]
+    retry_window: u64,
+    /// Write every valid line that could not be stored to this file (created or replaced),
+    /// one per line, ready to be produced again. Without it such lines are only counted.
+    #[arg(long, value_name = "FILE")]
+    failed_lines: Option<PathBuf>,
     /// The backend (its flags come last so the mesh heading closes the help).
     #[command(flatten)]
     backend: Backend,
@@ -76,134 +102,309 @@ fn invalid_json(e: &serde_json::Error) -> String {
     format!("invalid JSON ({reason} at column {})", e.column())
 }
 
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// The end of the input.
+    End,
+    /// A line (without its newline) is in the buffer.
+    Read,
+    /// A line of this many bytes, longer than the limit: skipped, the buffer holds none of it.
+    TooLong(u64),
+}
+
+/// Reads the next line into `buf` (cleared first), holding at most `max` bytes of it: the
+/// rest of a longer line is read and thrown away as it arrives.
+fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+    buf.clear();
+    let mut total = 0u64;
+    let mut too_long = false;
+    loop {
+        let chunk = match input.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(match (total, too_long) {
+                (0, _) => Line::End,
+                (_, true) => Line::TooLong(total),
+                (_, false) => Line::Read,
+            });
+        }
+        let (part, newline) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(at) => (&chunk[..at], true),
+            None => (chunk, false),
+        };
+        total += part.len() as u64;
+        if !too_long {
+            if buf.len() + part.len() > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(part);
+            }
+        }
+        let used = part.len() + usize::from(newline);
+        input.consume(used);
+        if newline {
+            return Ok(if too_long {
+                Line::TooLong(total)
+            } else {
+                Line::Read
+            });
+        }
+    }
+}
+
+/// "1 event", "2 events".
+fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Writes the lines of dropped batches to a file, off the batch workers.
+struct FailedLines {
+    path: PathBuf,
+    sender: Option<mpsc::Sender<Vec<Bytes>>>,
+    writer: tokio::task::JoinHandle<io::Result<u64>>,
+}
+
+impl FailedLines {
+    /// Creates (or replaces) the file at `path`.
+    fn create(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() && !dir.is_dir() {
+                return Err(usage(format!(
+                    "--failed-lines {}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+        }
+        let file = File::create(path)
+            .with_context(|| format!("cannot create --failed-lines {}", path.display()))?;
+        let (sender, receiver) = mpsc::channel::<Vec<Bytes>>();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut out = BufWriter::new(file);
+            let mut written = 0u64;
+            for lines in receiver {
+                for line in lines {
+                    out.write_all(&line)?;
+                    out.write_all(b"\n")?;
+                    written += 1;
+                }
+            }
+            out.flush()?;
+            out.get_ref().sync_all()?;
+            Ok(written)
+        });
+        Ok(Self {
+            path: path.to_owned(),
+            sender: Some(sender),
+            writer,
+        })
+    }
+
+    /// A sender for the drop observer.
+    fn sender(&self) -> Option<mpsc::Sender<Vec<Bytes>>> {
+        self.sender.clone()
+    }
+
+    /// Queues one line that never reached the bus.
+    fn push(&self, line: Bytes) {
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(vec![line]);
+        }
+    }
+
+    /// Waits until everything sent was written and synced (the observer's sender must be
+    /// gone: drop the bus first); returns how many lines the file holds.
+    async fn finish(mut self) -> Result<u64> {
+        self.sender = None;
+        let path = self.path.display().to_string();
+        self.writer
+            .await
+            .context("the --failed-lines writer stopped")?
+            .with_context(|| format!("write --failed-lines {path}"))
+    }
+}
+
 /// Runs `net produce`.
 pub(crate) async fn run(args: ProduceArgs) -> Result<ExitCode> {
     let key: Option<Vec<&str>> = args.key.as_deref().map(|k| k.split('.').collect());
     if key.as_ref().is_some_and(|k| k.iter().any(|p| p.is_empty())) {
-        return Err(crate::exit::usage(format!(
+        return Err(usage(format!(
             "--key `{}` is not a dot path of field names",
             args.key.as_deref().unwrap_or_default()
         )));
     }
-    let input: Box<dyn BufRead> = match &args.file {
+    let mut input: Box<dyn BufRead> = match &args.file {
         Some(path) => Box::new(BufReader::new(
             File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
         )),
-        None => Box::new(BufReader::new(std::io::stdin())),
+        None => Box::new(BufReader::new(io::stdin())),
     };
+    let failed = args
+        .failed_lines
+        .as_deref()
+        .map(FailedLines::create)
+        .transpose()?;
     let what = args.backend.describe();
     let last_drop: Arc<Mutex<Option<String>>> = Arc::default();
     let observer = last_drop.clone();
+    let failed_sender = failed.as_ref().and_then(FailedLines::sender);
+    let retry = RetryPolicy::for_duration(Duration::from_secs(args.retry_window));
+    let max_event_bytes = EventBusConfig::default().max_event_bytes;
     let bus = args
         .backend
         .open_bus(|builder| {
             builder
                 .backpressure(BackpressureMode::Block)
-                .on_drop(move |dropped| {
+                .retry(retry)
+                .max_event_bytes(max_event_bytes)
+                .on_drop(move |dropped: &DroppedEvents| {
                     let reason = dropped
                         .error
                         .clone()
                         .unwrap_or_else(|| format!("{:?}", dropped.reason));
                     *observer.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+                    if let Some(sender) = &failed_sender {
+                        let _ = sender.send(dropped.payloads.clone());
+                    }
                 })
         })
         .await?;
 
-    // Ctrl-C stops reading at the next line and still flushes what was accepted; a second
-    // Ctrl-C (for a reader blocked on a terminal) exits at once.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
+    // Ctrl-C or SIGTERM stops reading at the next line and still flushes what was accepted;
+    // a second one (for a reader blocked on a terminal) exits at once.
+    let stopped = Arc::new(AtomicU8::new(0));
+    let flag = stopped.clone();
     tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(i32::from(INTERRUPTED));
+        loop {
+            let signal = stop_signal().await;
+            if flag.swap(signal.status(), Ordering::SeqCst) != 0 {
+                std::process::exit(i32::from(signal.status()));
             }
         }
     });
 
-    let mut reader = input;
     let mut line = Vec::new();
     let (mut number, mut produced, mut invalid) = (0u64, 0u64, 0u64);
-    let mut stderr = std::io::stderr().lock();
     let read_result: Result<()> = loop {
-        if interrupted.load(Ordering::SeqCst) {
+        if stopped.load(Ordering::SeqCst) != 0 {
             break Ok(());
         }
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => break Ok(()),
-            Ok(_) => {}
+        let outcome = match read_line(&mut input, &mut line, max_event_bytes + LINE_SLACK) {
+            Ok(Line::End) => break Ok(()),
+            Ok(Line::Read) => None,
+            Ok(Line::TooLong(bytes)) => Some(format!(
+                "too large ({bytes} bytes; the largest event is {max_event_bytes} bytes)"
+            )),
             Err(e) => break Err(anyhow::Error::new(e).context(format!("read line {}", number + 1))),
-        }
+        };
         number += 1;
-        let text = line.trim_ascii();
-        if text.is_empty() {
-            continue;
-        }
-        let outcome = match check_line(text, key.as_deref()) {
-            Ok(event) => match bus.ingest_raw(event) {
-                Ok(()) => Ok(()),
-                Err(e @ IngestionError::TooLarge { .. }) => Err(e.to_string()),
-                // Not the line's fault: the bus cannot take events at all.
-                Err(e) => break Err(anyhow::Error::new(e).context(format!("line {number}"))),
-            },
-            Err(reason) => Err(reason),
+        let outcome = match outcome {
+            Some(reason) => Err(reason),
+            None => {
+                let text = line.trim_ascii();
+                if text.is_empty() {
+                    continue;
+                }
+                match check_line(text, key.as_deref()) {
+                    Ok(event) => {
+                        let raw = event.bytes().clone();
+                        match bus.ingest_raw(event) {
+                            Ok(()) => Ok(()),
+                            Err(e @ IngestionError::TooLarge { .. }) => Err(e.to_string()),
+                            // Not the line's fault: the bus cannot take events at all.
+                            Err(e) => {
+                                if let Some(failed) = &failed {
+                                    failed.push(raw);
+                                }
+                                break Err(anyhow::Error::new(e).context(format!("line {number}")));
+                            }
+                        }
+                    }
+                    Err(reason) => Err(reason),
+                }
+            }
         };
         match outcome {
             Ok(()) => produced += 1,
             Err(reason) => {
                 invalid += 1;
                 if invalid <= args.max_reports {
-                    let _ = writeln!(stderr, "warning: line {number}: {reason}; skipped");
+                    say(format_args!("warning: line {number}: {reason}; skipped"));
                 }
             }
         }
     };
-    // Whatever happened to the input, what was accepted reaches the backend.
+    // Whatever happened to the input, what was accepted reaches the backend (or, after the
+    // retry window, the failed-lines file).
     let flushed = bus.flush().await;
-    bus.shutdown_via_ref().await.context("shut the bus down")?;
+    let shut = bus.shutdown_via_ref().await;
+    let stats = bus.stats().snapshot();
+    // The drop observer (and its sender) goes with the bus.
+    drop(bus);
+    let written = match failed {
+        Some(failed) => Some((failed.path.clone(), failed.finish().await?)),
+        None => None,
+    };
+    shut.context("shut the bus down")?;
     read_result?;
     flushed.with_context(|| format!("flush to {what}"))?;
-    let stats = bus.stats().snapshot();
     if stats.events_dropped > 0 {
         let reason = last_drop
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .unwrap_or_default();
+        let lost = stats.events_dropped;
+        let listed = match &written {
+            Some((path, n)) if *n >= lost => format!("; their lines are in {}", path.display()),
+            Some((path, n)) => format!(
+                "; {n} of their lines are in {}, the others were not known any more",
+                path.display()
+            ),
+            None => "; use --failed-lines FILE to keep them".to_owned(),
+        };
         bail!(
-            "{} of {produced} events could not be stored in {what}: {reason}",
-            stats.events_dropped
+            "{lost} of {produced} events could not be stored in {what} within the {}s retry \
+             window ({reason}){listed}",
+            args.retry_window
         );
     }
-    writeln!(
-        stderr,
-        "produced {produced} event{} from {number} line{} into {what}{}",
-        if produced == 1 { "" } else { "s" },
-        if number == 1 { "" } else { "s" },
+    say(format_args!(
+        "produced {} from {} into {what}{}",
+        plural(produced, "event"),
+        plural(number, "line"),
         if invalid > 0 {
-            format!(
-                " ({invalid} invalid line{} skipped)",
-                if invalid == 1 { "" } else { "s" }
-            )
+            format!(" ({} skipped)", plural(invalid, "invalid line"))
         } else {
             String::new()
         }
-    )?;
-    if interrupted.load(Ordering::SeqCst) {
-        writeln!(
-            stderr,
-            "error: interrupted after line {number}; the {produced} events read before were stored"
-        )?;
-        return Ok(ExitCode::from(INTERRUPTED));
+    ));
+    let signal = stopped.load(Ordering::SeqCst);
+    if signal != 0 {
+        let name = if signal == crate::exit::TERMINATED {
+            "terminated"
+        } else {
+            "interrupted"
+        };
+        say(format_args!(
+            "error: {name} after line {number}; the {} read before {} stored",
+            plural(produced, "event"),
+            if produced == 1 { "was" } else { "were" }
+        ));
+        return Ok(ExitCode::from(signal));
     }
     if args.strict && invalid > 0 {
-        writeln!(
-            stderr,
-            "error: {invalid} invalid line{} in the input (--strict); the {produced} valid event{} were stored",
-            if invalid == 1 { "" } else { "s" },
-            if produced == 1 { "" } else { "s" },
-        )?;
+        say(format_args!(
+            "error: {} in the input (--strict); the {} {} stored",
+            plural(invalid, "invalid line"),
+            plural(produced, "valid event"),
+            if produced == 1 { "was" } else { "were" }
+        ));
         return Ok(ExitCode::from(INVALID_INPUT));
     }
     Ok(ExitCode::SUCCESS)
