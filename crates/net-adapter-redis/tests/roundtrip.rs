@@ -16,10 +16,13 @@ async fn adapter(url: &str, prefix: &str) -> RedisAdapter {
     adapter
 }
 
+/// Stream entries as `XRANGE` returns them: ids and field/value pairs.
+type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
 /// The `d` fields of every entry of shard 0's stream, read behind the adapter.
 async fn stored_d_fields(redis: &Redis, prefix: &str) -> Vec<Vec<u8>> {
     let mut con = redis.client().await;
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Entries = redis::cmd("XRANGE")
         .arg(format!("{prefix}:shard:0"))
         .arg("-")
         .arg("+")
@@ -52,7 +55,7 @@ async fn invalid_utf8_inside_a_json_string_is_stored_and_read_back() {
     let line = b"{\"a\":\"\xff\xfe\"}".to_vec();
     let outcome = ingest_and_read(
         adapter(redis.url(), &redis.prefix).await,
-        &[line.clone()],
+        std::slice::from_ref(&line),
         1,
     )
     .await
