@@ -11,9 +11,9 @@
 //! when given, so that every valid line is either stored or listed there: nothing is lost
 //! without a trace. With `--strict` the command still stores every valid line but exits with
 //! status 3 when any line was invalid. With `--key`, events are routed by the value of that
-//! field, so the events of one key keep their order. Ctrl-C or SIGTERM stops reading at the
-//! next line, stores what was read and exits with status 130 or 143; a second one exits at
-//! once.
+//! field, so the events of one key keep their order. Ctrl-C or SIGTERM stops reading at once
+//! (even while the input has nothing to give), stores what was read, prints the summary and
+//! exits with status 130 or 143; a second one exits at once.
 
 use crate::backend::Backend;
 use crate::exit::{say, stop_signal, usage, INVALID_INPUT};
@@ -100,6 +100,17 @@ fn invalid_json(e: &serde_json::Error) -> String {
         .rsplit_once(" at line ")
         .map_or(text.as_str(), |(reason, _)| reason);
     format!("invalid JSON ({reason} at column {})", e.column())
+}
+
+/// Lines read ahead of the bus.
+const READ_AHEAD: usize = 64;
+
+/// What the input reader hands over.
+enum Input {
+    /// A line, without its newline.
+    Line(Vec<u8>),
+    /// A line of this many bytes, too long to be an event, skipped unread.
+    TooLong(u64),
 }
 
 /// What [`read_line`] found.
@@ -238,7 +249,7 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<ExitCode> {
             args.key.as_deref().unwrap_or_default()
         )));
     }
-    let mut input: Box<dyn BufRead> = match &args.file {
+    let mut input: Box<dyn BufRead + Send> = match &args.file {
         Some(path) => Box::new(BufReader::new(
             File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
         )),
@@ -275,32 +286,63 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<ExitCode> {
         })
         .await?;
 
-    // Ctrl-C or SIGTERM stops reading at the next line and still flushes what was accepted;
-    // a second one (for a reader blocked on a terminal) exits at once.
+    // Lines are read on a thread of their own, so a stop request is seen at once even while
+    // the input (a terminal, a pipe) has nothing to give.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<io::Result<Input>>(READ_AHEAD);
+    let limit = max_event_bytes + LINE_SLACK;
+    std::thread::Builder::new()
+        .name("net-produce-input".into())
+        .spawn(move || {
+            let mut buf = Vec::new();
+            loop {
+                let item = match read_line(&mut input, &mut buf, limit) {
+                    Ok(Line::End) => return,
+                    Ok(Line::Read) => Ok(Input::Line(std::mem::take(&mut buf))),
+                    Ok(Line::TooLong(bytes)) => Ok(Input::TooLong(bytes)),
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if lines_tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .context("start the input reader")?;
+
+    // Ctrl-C or SIGTERM stops reading and still flushes what was accepted; a second one
+    // exits at once.
     let stopped = Arc::new(AtomicU8::new(0));
-    let flag = stopped.clone();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let (flag, wake) = (stopped.clone(), stop.clone());
     tokio::spawn(async move {
         loop {
             let signal = stop_signal().await;
             if flag.swap(signal.status(), Ordering::SeqCst) != 0 {
                 std::process::exit(i32::from(signal.status()));
             }
+            wake.notify_one();
         }
     });
 
-    let mut line = Vec::new();
     let (mut number, mut produced, mut invalid) = (0u64, 0u64, 0u64);
     let read_result: Result<()> = loop {
-        if stopped.load(Ordering::SeqCst) != 0 {
-            break Ok(());
-        }
-        let outcome = match read_line(&mut input, &mut line, max_event_bytes + LINE_SLACK) {
-            Ok(Line::End) => break Ok(()),
-            Ok(Line::Read) => None,
-            Ok(Line::TooLong(bytes)) => Some(format!(
-                "too large ({bytes} bytes; the largest event is {max_event_bytes} bytes)"
-            )),
-            Err(e) => break Err(anyhow::Error::new(e).context(format!("read line {}", number + 1))),
+        let next = tokio::select! {
+            biased;
+            () = stop.notified() => break Ok(()),
+            next = lines.recv() => next,
+        };
+        let (line, outcome) = match next {
+            None => break Ok(()),
+            Some(Ok(Input::Line(line))) => (line, None),
+            Some(Ok(Input::TooLong(bytes))) => (
+                Vec::new(),
+                Some(format!(
+                    "too large ({bytes} bytes; the largest event is {max_event_bytes} bytes)"
+                )),
+            ),
+            Some(Err(e)) => {
+                break Err(anyhow::Error::new(e).context(format!("read line {}", number + 1)))
+            }
         };
         number += 1;
         let outcome = match outcome {
@@ -461,5 +503,80 @@ mod tests {
         let s = check_line(br#"{"user":"7"}"#, Some(&path)).unwrap();
         let n = check_line(br#"{"user":7}"#, Some(&path)).unwrap();
         assert_eq!(s.hash(), n.hash());
+    }
+
+    /// Reads every line of `input` with a limit of `max`: the lines, or their length when
+    /// too long.
+    fn lines(input: &[u8], max: usize) -> Vec<Result<String, u64>> {
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match read_line(&mut reader, &mut buf, max).unwrap() {
+                Line::End => return out,
+                Line::Read => out.push(Ok(String::from_utf8(buf.clone()).unwrap())),
+                Line::TooLong(n) => {
+                    assert!(buf.is_empty());
+                    out.push(Err(n));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lines_are_read_up_to_the_limit_and_longer_ones_skipped() {
+        assert_eq!(lines(b"", 8), vec![]);
+        assert_eq!(
+            lines(b"ab\n\ncd", 8),
+            vec![Ok("ab".into()), Ok(String::new()), Ok("cd".into())]
+        );
+        assert_eq!(lines(b"12345678\n", 8), vec![Ok("12345678".into())]);
+        assert_eq!(
+            lines(b"123456789\nok\n0123456789abcdef", 8),
+            vec![Err(9), Ok("ok".into()), Err(16)]
+        );
+    }
+
+    /// An endless line without a newline, then a short one.
+    struct Flood {
+        left: u64,
+        tail: &'static [u8],
+        chunk: Vec<u8>,
+    }
+
+    impl io::Read for Flood {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                let n = self.tail.len().min(out.len());
+                out[..n].copy_from_slice(&self.tail[..n]);
+                self.tail = &self.tail[n..];
+                return Ok(n);
+            }
+            let n = out.len().min(self.chunk.len()).min(self.left as usize);
+            out[..n].copy_from_slice(&self.chunk[..n]);
+            self.left -= n as u64;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn an_oversized_line_is_skipped_without_being_buffered() {
+        let size = 50 << 20;
+        let mut reader = BufReader::new(Flood {
+            left: size,
+            tail: b"\n{\"after\":1}\n",
+            chunk: vec![b'x'; 64 * 1024],
+        });
+        let max = 1 << 20;
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line(&mut reader, &mut buf, max).unwrap(),
+            Line::TooLong(size)
+        );
+        // Never more than the limit was held, though fifty times that went by.
+        assert!(buf.capacity() <= 2 * max, "held {} bytes", buf.capacity());
+        assert_eq!(read_line(&mut reader, &mut buf, max).unwrap(), Line::Read);
+        assert_eq!(buf, br#"{"after":1}"#);
+        assert_eq!(read_line(&mut reader, &mut buf, max).unwrap(), Line::End);
     }
 }
