@@ -201,3 +201,40 @@ fn lines_given_up_after_the_retry_window_are_written_to_failed_lines() {
     let (_, all) = stored(&redis, &stream);
     assert_eq!(all, sent);
 }
+
+#[test]
+fn produce_into_a_new_jetstream_stream_with_info_logs_does_not_hang() {
+    let Some(nats) = net_testkit::NatsServer::any("produce_into_a_new_jetstream_stream") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("produce.log");
+    let stream = unique_stream("js-info").replace('-', "_");
+    let mut child = net()
+        .args(["produce", "--adapter", "jetstream", "--url", nats.url()])
+        .args(["--stream", &stream])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let sent = lines(0, 5_000);
+    feed(&mut child, &sent);
+    let output = finish(child, Duration::from_secs(60), &log);
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{log_text}");
+    assert!(log_text.contains("produced 5000 events"), "{log_text}");
+    let read = run(&[
+        "consume",
+        "--adapter",
+        "jetstream",
+        "--url",
+        nats.url(),
+        "--stream",
+        &stream,
+    ]);
+    assert!(read.status.success(), "{}", stderr(&read));
+    let got: HashSet<String> = stdout(&read).lines().map(str::to_owned).collect();
+    assert_eq!(got, sent.into_iter().collect::<HashSet<_>>());
+}
