@@ -311,6 +311,10 @@ impl Default for EventBusConfig {
 }
 
 impl EventBusConfig {
+    /// The most slots one shard's ring may have (about 1 GB of slots); larger sizes are
+    /// refused by [`EventBusConfig::validate`] before anything is allocated.
+    pub const MAX_RING_CAPACITY: usize = 1 << 24;
+
     /// Starts a builder from the defaults.
     pub fn builder() -> EventBusConfigBuilder {
         EventBusConfigBuilder {
@@ -327,6 +331,17 @@ impl EventBusConfig {
             return Err(ConfigError::invalid(
                 "ring_capacity",
                 format!("{} is not a power of two >= 2", self.ring_capacity),
+            ));
+        }
+        // Rings are allocated whole when a shard starts: refuse a size that would abort.
+        if self.ring_capacity > Self::MAX_RING_CAPACITY {
+            return Err(ConfigError::invalid(
+                "ring_capacity",
+                format!(
+                    "{} is more than the {} slots a ring may have",
+                    self.ring_capacity,
+                    Self::MAX_RING_CAPACITY
+                ),
             ));
         }
         if self.batch.max_events == 0 {
@@ -516,6 +531,16 @@ mod tests {
         rejects(b().shards(0), "shards");
         rejects(b().ring_capacity(0), "ring_capacity");
         rejects(b().ring_capacity(1000), "ring_capacity");
+        rejects(
+            b().ring_capacity(EventBusConfig::MAX_RING_CAPACITY * 2),
+            "ring_capacity",
+        );
+        rejects(b().ring_capacity(1 << 40), "ring_capacity");
+        rejects(b().ring_capacity(usize::MAX / 2 + 1), "ring_capacity");
+        assert!(b()
+            .ring_capacity(EventBusConfig::MAX_RING_CAPACITY)
+            .build()
+            .is_ok());
         rejects(
             b().batch(BatchConfig::default().max_events(0)),
             "batch.max_events",
