@@ -98,7 +98,10 @@ mod tests {
                 layout
             );
         }
-        assert_eq!(StreamLayout::new(16).encode(), r#"{"format":1,"shards":16}"#);
+        assert_eq!(
+            StreamLayout::new(16).encode(),
+            r#"{"format":1,"shards":16}"#
+        );
     }
 
     #[test]

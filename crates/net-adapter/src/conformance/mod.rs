@@ -88,10 +88,9 @@ pub use checks::{
     event_id_resumes_after_event, events_round_trip, fatal_errors_classified,
     hostile_cursors_rejected, idempotent_retry_after_cancel, idempotent_retry_after_error,
     idempotent_retry_after_ok, idempotent_retry_after_timeout, layout_recorded_once,
-    never_blocks_indefinitely,
-    order_within_shard, paging_has_more_truthful, paging_limits, paging_no_overlap_no_gap,
-    per_shard_fifo_under_concurrency, shutdown_rejects_on_batch, shutdown_rejects_poll_shard,
-    stale_cursor_after_retention,
+    never_blocks_indefinitely, order_within_shard, paging_has_more_truthful, paging_limits,
+    paging_no_overlap_no_gap, per_shard_fifo_under_concurrency, shutdown_rejects_on_batch,
+    shutdown_rejects_poll_shard, stale_cursor_after_retention,
 };
 pub use fixture::{AdapterOnly, Capabilities, Fixture, HookError, HookResult, DEFAULT_DEADLINE};
 pub use outcome::{ConformanceFailure, Evidence, Outcome, Report};
