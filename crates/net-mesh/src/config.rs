@@ -380,15 +380,21 @@ mod tests {
             NetAdapterConfig::default().request_timeout(Duration::MAX),
             "request_timeout must be at most",
         );
-        let mut c = NetAdapterConfig::default();
-        c.send_queue = usize::MAX;
-        check(c, "send_queue must be at most");
-        let mut c = NetAdapterConfig::default();
-        c.max_handshakes_per_addr = 0;
-        check(c, "max_handshakes_per_addr");
-        let mut c = NetAdapterConfig::default();
-        c.storage_retry_window = Duration::from_secs(u64::MAX);
-        check(c, "storage_retry_window");
+        let huge_queue = NetAdapterConfig {
+            send_queue: usize::MAX,
+            ..Default::default()
+        };
+        check(huge_queue, "send_queue must be at most");
+        let no_slots = NetAdapterConfig {
+            max_handshakes_per_addr: 0,
+            ..Default::default()
+        };
+        check(no_slots, "max_handshakes_per_addr");
+        let endless = NetAdapterConfig {
+            storage_retry_window: Duration::from_secs(u64::MAX),
+            ..Default::default()
+        };
+        check(endless, "storage_retry_window");
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub(crate) struct Counters {
     pub(crate) storage_retries: AtomicU64,
 }
 
+/// Identifies a batch for dedup: `(process nonce, shard, sequence_start)`.
+type BatchKey = (u64, u16, u64);
+
 /// What a completed handshake yields.
 struct Handshaken {
     peer: NodeId,
@@ -197,7 +200,7 @@ pub(crate) struct Node {
     /// Failed handshakes, counted and logged at a bounded rate.
     pub(crate) failures: FailureLog,
     /// Batches being stored, by dedup key: a copy that arrives meanwhile waits for the first.
-    storing: Mutex<HashMap<(u64, u16, u64), Arc<tokio::sync::Mutex<()>>>>,
+    storing: Mutex<HashMap<BatchKey, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) counters: Arc<Counters>,
 }
 
