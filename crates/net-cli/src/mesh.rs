@@ -18,6 +18,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The longest `--connect-timeout-ms` (one hour).
+const MAX_CONNECT_TIMEOUT_MS: u64 = 3_600_000;
+/// The most events per shard `--retain` may keep in memory.
+const MAX_RETAIN: u64 = 100_000_000;
+/// The longest `--storage-retry-window`, in seconds (one hour).
+const MAX_STORAGE_RETRY_WINDOW: u64 = 3_600;
+
 /// Flags of `net keygen`.
 #[derive(Debug, Args)]
 pub(crate) struct KeygenArgs {
@@ -55,8 +62,12 @@ pub(crate) struct MeshArgs {
     #[arg(long = "allow", value_name = "NODE_ID", allow_hyphen_values = true)]
     pub(crate) allow: Vec<String>,
     /// How long bench, produce and consume wait for connected peers that store every shard,
-    /// in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    /// in milliseconds (1 to 3600000).
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_CONNECT_TIMEOUT_MS)
+    )]
     pub(crate) connect_timeout_ms: u64,
 }
 
@@ -77,9 +88,34 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// `path` made absolute with its directory resolved (the file itself need not exist), so
+/// two spellings of one file compare equal.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(full) = path.canonicalize() {
+        return full;
+    }
+    let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    dir.canonicalize().unwrap_or(dir).join(name)
+}
+
 /// Runs `net keygen`.
 pub(crate) fn keygen(args: KeygenArgs) -> Result<ExitCode> {
+    if let Some(psk) = &args.psk {
+        if resolved(psk) == resolved(&args.out) {
+            return Err(usage(format!(
+                "--psk {} is the identity file itself: give the pre-shared key its own file",
+                psk.display()
+            )));
+        }
+    }
     for path in std::iter::once(&args.out).chain(args.psk.as_ref()) {
+        if path.is_dir() {
+            return Err(usage(format!("{} is a directory", path.display())));
+        }
         if path.exists() && !args.force {
             return Err(usage(format!(
                 "{} already exists (use --force to replace it)",
@@ -102,10 +138,46 @@ pub(crate) fn keygen(args: KeygenArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuses a secret file that users other than its owner may access (Unix).
+fn check_private(path: &Path, what: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("cannot read the {what} {}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(usage(format!(
+                "{what} {} is accessible by other users (mode {mode:o}); expected 0600 \
+                 (chmod 600 {})",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what);
+    Ok(())
+}
+
 /// Reads a pre-shared key file: 64 hex digits (surrounding whitespace ignored).
 fn read_psk(path: &Path) -> Result<[u8; 32]> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the pre-shared key file {}", path.display()))?;
+    if !path.is_file() {
+        return Err(usage(format!(
+            "pre-shared key file {} does not exist (create one with `net keygen --psk {}`)",
+            path.display(),
+            path.display()
+        )));
+    }
+    check_private(path, "pre-shared key file")?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        usage(format!(
+            "cannot read the pre-shared key file {}: {e}",
+            path.display()
+        ))
+    })?;
     let text = text.trim();
     let bad = || {
         usage(format!(
@@ -216,6 +288,18 @@ pub(crate) enum StorageKind {
     Forward,
 }
 
+impl StorageKind {
+    /// The name the flag takes.
+    fn name(self) -> &'static str {
+        match self {
+            StorageKind::Memory => "memory",
+            StorageKind::Redis => "redis",
+            StorageKind::Jetstream => "jetstream",
+            StorageKind::Forward => "forward",
+        }
+    }
+}
+
 /// Flags of `net node`.
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
@@ -232,9 +316,23 @@ pub(crate) struct NodeArgs {
     /// Stream name (prefix) of a redis or jetstream storage.
     #[arg(long, default_value = "net")]
     storage_stream: String,
-    /// Events the memory storage keeps per shard (older ones are trimmed).
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Events the memory storage keeps per shard (older ones are trimmed; 1 to 100000000).
+    #[arg(
+        long,
+        default_value_t = 1_000_000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_RETAIN)
+    )]
     retain: usize,
+    /// How long, in seconds, the node keeps retrying a peer's batch while its redis or
+    /// jetstream storage is unreachable (a broker restarting) before answering the peer with
+    /// the error (0 to 3600; 0: one attempt).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_STORAGE_RETRY_WINDOW)
+    )]
+    storage_retry_window: u64,
     /// Shards this node stores, as ranges such as 0-7,12 (default: every shard).
     #[arg(long)]
     stores: Option<String>,
@@ -271,6 +369,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<ExitCode> {
         ));
     }
     let mut config = args.mesh.config()?;
+    config.storage_retry_window = Duration::from_secs(args.storage_retry_window);
     config = config.listen(&args.listen);
     config
         .validate()
@@ -302,7 +401,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<ExitCode> {
             adapter
                 .init()
                 .await
-                .with_context(|| format!("cannot open the {:?} storage", args.storage))?;
+                .with_context(|| format!("cannot open the {} storage", args.storage.name()))?;
             Arc::from(adapter)
         }
         StorageKind::Forward => {
@@ -332,6 +431,19 @@ pub(crate) async fn node(args: NodeArgs) -> Result<ExitCode> {
         .map_or_else(|| args.listen.clone(), |a| a.to_string());
     println!("node {} listening on {addr}", adapter.node_id());
     std::io::stdout().flush()?;
+    if args.storage == StorageKind::Memory {
+        // Peers are told "stored" as soon as memory holds a batch: say loudly that a stop or
+        // a crash of this process loses all of it.
+        tracing::warn!(
+            retain = args.retain,
+            "memory storage is not durable: acknowledged events are lost when this node stops \
+             or crashes, and the oldest are trimmed past --retain per shard"
+        );
+        eprintln!(
+            "warning: --storage memory is not durable: events acknowledged to peers are lost \
+             when this node stops (use --storage redis or jetstream to keep them)"
+        );
+    }
     tracing::info!(
         node = %adapter.node_id(),
         %addr,
@@ -346,9 +458,19 @@ pub(crate) async fn node(args: NodeArgs) -> Result<ExitCode> {
     adapter.shutdown().await.context("stop the node")?;
     storage.flush().await.context("flush the storage")?;
     storage.shutdown().await.context("shut the storage down")?;
-    let (stored, duplicates) = adapter.stored_counts();
-    tracing::info!(batches = stored, duplicates, "node stopped");
-    eprintln!("node stopped: stored {stored} batches ({duplicates} duplicate deliveries dropped)");
+    let stats = adapter.stats();
+    tracing::info!(
+        batches = stats.stored_batches,
+        duplicates = stats.duplicate_batches,
+        storage_retries = stats.storage_retries,
+        storage_errors = stats.storage_errors,
+        "node stopped"
+    );
+    eprintln!(
+        "node stopped: stored {} batches ({} duplicate deliveries dropped, {} storage retries, \
+         {} batches refused after storage errors)",
+        stats.stored_batches, stats.duplicate_batches, stats.storage_retries, stats.storage_errors
+    );
     Ok(ExitCode::SUCCESS)
 }
 
