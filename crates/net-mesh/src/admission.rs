@@ -13,9 +13,9 @@
 //! Why eviction and not refusal: refusing newcomers lets whoever filled the table first keep
 //! it, and a flood from the same address as an honest peer (a shared NAT, or loopback)
 //! cannot be told apart by address. An honest dialer sends its first handshake message as
-//! soon as TCP connects and completes the handshake within a few round trips, so it climbs
-//! above idle connections at once and is younger than every stalled one: a flood evicts
-//! its own stalled connections long before it reaches the honest one.
+//! soon as TCP connects and answers each handshake message within a round trip, so it never
+//! waits long since its last progress, while a stalled connection's wait only grows: a
+//! flood evicts its own stalled connections long before it reaches the honest one.
 //!
 //! Who touches what: the table sits behind one mutex held only for bookkeeping (never across
 //! an `.await`). Each connection holds a [`Ticket`]; it advances its own progress (an
@@ -43,9 +43,17 @@ pub(crate) enum Progress {
     Authenticated = 2,
 }
 
+/// A connection's progress and when it last made some, shared by its ticket and the table.
+struct Cell {
+    stage: AtomicU8,
+    /// Microseconds after the table's epoch at which the stage last advanced (or the
+    /// connection was admitted).
+    since: AtomicU64,
+}
+
 struct Entry {
     ip: IpAddr,
-    progress: Arc<AtomicU8>,
+    progress: Arc<Cell>,
     /// Held only to be dropped: that tells the connection it was evicted.
     _evict: oneshot::Sender<()>,
 }
@@ -70,12 +78,19 @@ impl Table {
         Some(entry)
     }
 
-    /// The entry of `ip` with the least progress, oldest first among equals.
+    /// The entry of `ip` that has waited longest since its last progress (the less
+    /// advanced, then the older, among equals).
     fn weakest_of(&self, ip: IpAddr) -> Option<u64> {
         self.entries
             .iter()
             .filter(|(_, e)| e.ip == ip)
-            .min_by_key(|(id, e)| (e.progress.load(Ordering::Relaxed), **id))
+            .min_by_key(|(id, e)| {
+                (
+                    e.progress.since.load(Ordering::Relaxed),
+                    e.progress.stage.load(Ordering::Relaxed),
+                    **id,
+                )
+            })
             .map(|(id, _)| *id)
     }
 
@@ -93,6 +108,7 @@ impl Table {
 pub(crate) struct Admission {
     total: usize,
     per_addr: usize,
+    epoch: Instant,
     table: Mutex<Table>,
 }
 
@@ -102,6 +118,7 @@ impl Admission {
         Arc::new(Self {
             total: total.max(1),
             per_addr: per_addr.clamp(1, total.max(1)),
+            epoch: Instant::now(),
             table: Mutex::new(Table::default()),
         })
     }
@@ -109,7 +126,10 @@ impl Admission {
     /// Admits a connection from `ip`, evicting others if the table or the address is full.
     /// Returns its ticket and how many connections were evicted for it.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> (Ticket, usize) {
-        let progress = Arc::new(AtomicU8::new(Progress::Accepted as u8));
+        let progress = Arc::new(Cell {
+            stage: AtomicU8::new(Progress::Accepted as u8),
+            since: AtomicU64::new(micros_since(self.epoch)),
+        });
         let (evict, evicted) = oneshot::channel();
         let mut victims = Vec::new();
         let id = {
@@ -167,7 +187,7 @@ impl Admission {
 pub(crate) struct Ticket {
     admission: Arc<Admission>,
     id: u64,
-    progress: Arc<AtomicU8>,
+    progress: Arc<Cell>,
     /// Resolves when the connection was evicted.
     pub(crate) evicted: oneshot::Receiver<()>,
 }
@@ -175,7 +195,10 @@ pub(crate) struct Ticket {
 impl Ticket {
     /// A handle that records progress without borrowing the ticket.
     pub(crate) fn progress(&self) -> ProgressHandle {
-        ProgressHandle(self.progress.clone())
+        ProgressHandle {
+            cell: self.progress.clone(),
+            epoch: self.admission.epoch,
+        }
     }
 
     /// Leaves the table because the handshake succeeded. False when the connection was
@@ -193,18 +216,29 @@ impl Drop for Ticket {
 
 /// Records a connection's progress for eviction; see [`Ticket::progress`].
 #[derive(Clone)]
-pub(crate) struct ProgressHandle(Arc<AtomicU8>);
+pub(crate) struct ProgressHandle {
+    cell: Arc<Cell>,
+    epoch: Instant,
+}
 
 impl ProgressHandle {
-    /// Records how far the handshake got (progress never goes back).
+    /// Records how far the handshake got (progress never goes back), and when.
     pub(crate) fn advance(&self, to: Progress) {
-        self.0.fetch_max(to as u8, Ordering::Relaxed);
+        if self.cell.stage.fetch_max(to as u8, Ordering::Relaxed) < to as u8 {
+            self.cell
+                .since
+                .store(micros_since(self.epoch), Ordering::Relaxed);
+        }
     }
 
     /// How far the handshake got.
     pub(crate) fn get(&self) -> u8 {
-        self.0.load(Ordering::Relaxed)
+        self.cell.stage.load(Ordering::Relaxed)
     }
+}
+
+fn micros_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Why a handshake (or an accept) failed, as counted and logged.
@@ -364,13 +398,18 @@ mod tests {
     }
 
     #[test]
-    fn the_weakest_of_a_full_address_is_evicted_and_the_newcomer_stays() {
+    fn the_connection_waiting_longest_since_progress_is_evicted_and_the_newcomer_stays() {
         let admission = Admission::new(100, 3);
+        let tick = || std::thread::sleep(Duration::from_millis(2));
         let (mut a, _) = admission.admit(ip(1));
+        tick();
         let (b, _) = admission.admit(ip(1));
+        tick();
         let (mut c, _) = admission.admit(ip(1));
-        // b made progress, so of the three the oldest idle one (a) goes first.
+        tick();
+        // b made progress last, so the one waiting longest (a) goes first, then c.
         b.progress().advance(Progress::Started);
+        tick();
         let (_d, evicted) = admission.admit(ip(1));
         assert_eq!(evicted, 1);
         assert_eq!(
@@ -382,7 +421,7 @@ mod tests {
             Err(oneshot::error::TryRecvError::Empty)
         );
         assert_eq!(admission.len(), 3);
-        // Another newcomer evicts c (idle, older than d), never b.
+        // Another newcomer evicts c (waiting since before b's progress and d's arrival).
         let (_e, _) = admission.admit(ip(1));
         assert_eq!(
             c.evicted.try_recv(),
