@@ -339,6 +339,10 @@ pub(crate) struct NodeArgs {
     /// Labels announced to peers, e.g. durable or region=eu (repeat for several).
     #[arg(long = "tag")]
     tags: Vec<String>,
+    /// Serve Prometheus metrics of the node on http://ADDR/metrics, and /health (200 while
+    /// the storage is healthy, 503 otherwise), e.g. 127.0.0.1:9100.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// Identity, peers, key and allow-list (last, under their own help heading).
     #[command(flatten)]
     mesh: MeshArgs,
@@ -421,11 +425,20 @@ pub(crate) async fn node(args: NodeArgs) -> Result<ExitCode> {
     };
     let storage_name = storage.name().to_owned();
     config = config.storage(storage.clone());
-    let adapter = new_adapter(config)?;
+    let adapter = Arc::new(new_adapter(config)?);
     adapter
         .start()
         .await
         .with_context(|| format!("cannot start the node on {}", args.listen))?;
+    let metrics = match &args.metrics {
+        Some(addr) => Some(MetricsServer::start(
+            addr,
+            adapter.clone(),
+            storage.clone(),
+            tokio::runtime::Handle::current(),
+        )?),
+        None => None,
+    };
     let addr = adapter
         .local_addr()
         .map_or_else(|| args.listen.clone(), |a| a.to_string());
@@ -454,6 +467,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<ExitCode> {
 
     // Sessions, their peers and failed handshakes are logged by the mesh itself.
     shutdown_signal().await;
+    drop(metrics);
     tracing::info!("shutting down: no new requests; flushing the storage");
     adapter.shutdown().await.context("stop the node")?;
     storage.flush().await.context("flush the storage")?;
@@ -472,6 +486,171 @@ pub(crate) async fn node(args: NodeArgs) -> Result<ExitCode> {
         stats.stored_batches, stats.duplicate_batches, stats.storage_retries, stats.storage_errors
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--metrics` HTTP endpoint: a small blocking server on its own thread, stopped when
+/// dropped.
+struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    fn start(
+        addr: &str,
+        node: Arc<NetAdapter>,
+        storage: Arc<dyn Adapter>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self> {
+        let resolved = std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                usage(format!(
+                    "--metrics {addr}: expected an address such as 127.0.0.1:9100"
+                ))
+            })?;
+        let server = tiny_http::Server::http(resolved)
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+        let bound = server
+            .server_addr()
+            .to_ip()
+            .map_or_else(|| addr.to_owned(), |a| a.to_string());
+        tracing::info!(addr = %bound, "serving metrics on /metrics and /health");
+        let server = Arc::new(server);
+        let serving = server.clone();
+        let thread = std::thread::Builder::new()
+            .name("net-metrics".into())
+            .spawn(move || {
+                for request in serving.incoming_requests() {
+                    let path = request.url().split('?').next().unwrap_or("").to_owned();
+                    let response = match path.as_str() {
+                        "/metrics" => {
+                            let healthy = runtime.block_on(storage.is_healthy());
+                            tiny_http::Response::from_string(node_metrics(
+                                &node.stats(),
+                                storage.name(),
+                                healthy,
+                            ))
+                            .with_header(text_header("text/plain; version=0.0.4"))
+                        }
+                        "/health" => if runtime.block_on(storage.is_healthy()) {
+                            tiny_http::Response::from_string("ok\n")
+                        } else {
+                            tiny_http::Response::from_string("storage unhealthy\n")
+                                .with_status_code(503)
+                        }
+                        .with_header(text_header("text/plain")),
+                        _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
+                    };
+                    let _ = request.respond(response);
+                }
+            })
+            .context("start the metrics thread")?;
+        Ok(Self {
+            server,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn text_header(value: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes("Content-Type", value).expect("a valid header")
+}
+
+/// The node's counters in the Prometheus text format.
+fn node_metrics(stats: &net_mesh::NodeStats, storage: &str, healthy: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: u64| vec![(String::new(), v)];
+    metric(
+        "net_node_sessions_open",
+        "gauge",
+        "Mesh sessions established now.",
+        &one(stats.sessions_open),
+    );
+    metric(
+        "net_node_sessions_established_total",
+        "counter",
+        "Mesh sessions established since start.",
+        &one(stats.sessions_established),
+    );
+    metric(
+        "net_node_handshakes_in_progress",
+        "gauge",
+        "Accepted connections still in their handshake.",
+        &one(stats.handshakes_in_progress),
+    );
+    let failures: Vec<(String, u64)> = stats
+        .handshake_failures
+        .iter()
+        .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), *n))
+        .collect();
+    metric(
+        "net_node_handshake_failures_total",
+        "counter",
+        "Failed handshakes and accepts, by reason.",
+        &failures,
+    );
+    metric(
+        "net_node_batches_stored_total",
+        "counter",
+        "Peers' batches stored in this node's storage.",
+        &one(stats.stored_batches),
+    );
+    metric(
+        "net_node_batches_duplicate_total",
+        "counter",
+        "Peers' batches acknowledged as already stored.",
+        &one(stats.duplicate_batches),
+    );
+    metric(
+        "net_node_storage_errors_total",
+        "counter",
+        "Peers' batches refused after storage errors.",
+        &one(stats.storage_errors),
+    );
+    metric(
+        "net_node_storage_retries_total",
+        "counter",
+        "Storage attempts repeated after retryable errors.",
+        &one(stats.storage_retries),
+    );
+    metric(
+        "net_node_bytes_in_total",
+        "counter",
+        "Bytes read from peers.",
+        &one(stats.bytes_in),
+    );
+    metric(
+        "net_node_bytes_out_total",
+        "counter",
+        "Bytes written to peers.",
+        &one(stats.bytes_out),
+    );
+    metric(
+        "net_node_storage_healthy",
+        "gauge",
+        "1 when the storage reports itself healthy, else 0.",
+        &[(format!("{{storage=\"{storage}\"}}"), u64::from(healthy))],
+    );
+    out
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix.

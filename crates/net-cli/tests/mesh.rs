@@ -776,3 +776,138 @@ fn a_node_rides_out_a_redis_restart_and_stores_every_event_once() {
     assert_eq!(stored, EVENTS as u64, "events stored in Redis");
     assert_eq!(seen.len(), EVENTS);
 }
+
+/// `GET path` on `addr`: the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
+
+/// The value of the sample `name` (with its labels) in Prometheus text.
+fn sample(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+#[test]
+fn a_node_serves_metrics_and_health() {
+    let Some(mut redis) = net_testkit::RedisServer::private(
+        "a_node_serves_metrics_and_health",
+        net_testkit::RedisOptions::default(),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    keygen(dir.path(), "node.key", &[]);
+    let key = dir.path().join("node.key");
+    let metrics = format!("127.0.0.1:{}", net_testkit::free_port());
+    let node = Node::start(&[
+        "--identity",
+        key.to_str().unwrap(),
+        "--storage",
+        "redis",
+        "--storage-url",
+        redis.url(),
+        "--storage-stream",
+        &support::unique_stream("node-metrics"),
+        "--metrics",
+        &metrics,
+    ]);
+    assert!(
+        net_testkit::wait_for_port(
+            metrics.rsplit(':').next().unwrap().parse().unwrap(),
+            Duration::from_secs(10)
+        ),
+        "the metrics endpoint never listened"
+    );
+    let (status, body) = http_get(&metrics, "/health");
+    assert_eq!((status, body.trim()), (200, "ok"));
+
+    let lines: Vec<String> = (0..500).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
+    let input = dir.path().join("input.jsonl");
+    write_lines(&input, &lines);
+    let output = run(&[
+        "produce",
+        "--adapter",
+        "net",
+        "--peer",
+        &node.addr,
+        "--file",
+        input.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // A failed handshake, counted by reason.
+    {
+        use std::io::{Read as _, Write as _};
+        let mut bad = std::net::TcpStream::connect(&node.addr).unwrap();
+        bad.write_all(&[0, 0]).unwrap();
+        let _ = bad.read_to_end(&mut Vec::new());
+    }
+
+    let (status, text) = http_get(&metrics, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        sample(&text, "net_node_batches_stored_total") >= 1,
+        "{text}"
+    );
+    assert!(sample(&text, "net_node_bytes_in_total") > 500 * 7, "{text}");
+    assert!(sample(&text, "net_node_bytes_out_total") > 0, "{text}");
+    assert_eq!(
+        sample(&text, "net_node_sessions_established_total"),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"net_node_handshake_failures_total{reason="protocol"}"#
+        ),
+        1,
+        "{text}"
+    );
+    assert_eq!(sample(&text, "net_node_storage_errors_total"), 0, "{text}");
+    assert_eq!(
+        sample(&text, r#"net_node_storage_healthy{storage="redis"}"#),
+        1,
+        "{text}"
+    );
+    assert_eq!(http_get(&metrics, "/nothing").0, 404);
+
+    // With the storage down, the node reports itself unhealthy.
+    redis.kill();
+    let started = Instant::now();
+    loop {
+        let (status, _) = http_get(&metrics, "/health");
+        if status == 503 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "/health still {status} with Redis down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, err) = node.interrupt();
+    assert!(code.is_some(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
