@@ -13,7 +13,7 @@
 //! | `net_batches_dispatched_total` | counter | batches the adapter accepted |
 //! | `net_batches_retried_total` | counter | retries of batches after retryable adapter errors |
 //! | `net_batches_dropped_total` | counter | batches given up (adapter rejection, retries exhausted, shutdown deadline) |
-//! | `net_adapter_errors_total{kind}` | counter | errors the adapter returned to the batch workers, by kind: `transient`, `fatal`, `backpressure`, `connection`, `shutdown`, `serialization`, `other` |
+//! | `net_adapter_errors_total{kind}` | counter | errors the adapter returned to the batch workers, by kind: `transient`, `fatal`, `backpressure`, `connection`, `shutdown`, `serialization`, `too_large`, `other` |
 //! | `net_shards_added_total` / `net_shards_removed_total` | counter | shards added and retired by scaling |
 //! | `net_active_shards` | gauge | shards receiving events now |
 //! | `net_shard_depth{shard}` | gauge | events queued or in flight in one shard (retired shards included) |
@@ -130,6 +130,7 @@ pub fn prometheus_text(stats: &EventBusStats) -> String {
             ("{kind=\"connection\"}", load(&e.connection)),
             ("{kind=\"shutdown\"}", load(&e.shutdown)),
             ("{kind=\"serialization\"}", load(&e.serialization)),
+            ("{kind=\"too_large\"}", load(&e.too_large)),
             ("{kind=\"other\"}", load(&e.other)),
         ],
     );
@@ -239,6 +240,7 @@ mod tests {
         }
         assert_eq!(get("net_shutdown_lossy"), 0);
         assert_eq!(get("net_adapter_errors_total{kind=\"fatal\"}"), 0);
+        assert_eq!(get("net_adapter_errors_total{kind=\"too_large\"}"), 0);
         bus.shutdown().await.unwrap();
     }
 }
