@@ -34,8 +34,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use net_adapter::{
-    Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StoredEvent, StreamLayout,
-    MAX_PAGE,
+    Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StoredEvent, StreamLayout, MAX_PAGE,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -505,7 +504,11 @@ impl JetStreamAdapter {
                     "jetstream: publishing event {index} of shard {} (sequence_start {}) to {}",
                     batch.shard_id, batch.sequence_start, stream.name
                 );
-                tracing::error!(size, max_payload = max, "{what}: over the server's max_payload");
+                tracing::error!(
+                    size,
+                    max_payload = max,
+                    "{what}: over the server's max_payload"
+                );
                 return Err(AdapterError::TooLarge { what, size, max });
             }
         }

@@ -16,11 +16,9 @@
 //! After `shutdown()` returns, `events_dispatched + events_dropped == events_ingested`.
 //! While the bus runs, the difference is what is queued or in flight.
 
-use crate::shard::Shard;
+use crate::routing::SharedRouting;
 use net_adapter::AdapterError;
-use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 
 /// Counters of the bus. Read them with `load(Ordering::Relaxed)` or take a
 /// [`EventBusStats::snapshot`].
@@ -52,8 +50,8 @@ pub struct EventBusStats {
     pub shards_added: AtomicU64,
     /// Shards retired by `remove_shards` (or the scaling monitor).
     pub shards_removed: AtomicU64,
-    /// Every shard ever created, by id.
-    pub(crate) shards: RwLock<Vec<Arc<Shard>>>,
+    /// The bus's routing snapshot, read for the shards (every shard ever created, by id).
+    pub(crate) routing: SharedRouting,
 }
 
 /// Rejected ingest calls, by [`crate::IngestionError`] variant.
@@ -220,8 +218,8 @@ pub struct StatsSnapshot {
 impl EventBusStats {
     /// Events queued in a ring or held by a worker, per shard id.
     pub fn shard_depths(&self) -> Vec<u64> {
-        self.shards
-            .read()
+        self.routing
+            .shards()
             .iter()
             .map(|s| s.counters.depth())
             .collect()
@@ -231,14 +229,10 @@ impl EventBusStats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let rej = &self.rejected;
+        let shards = self.routing.shards();
         StatsSnapshot {
             events_ingested: r(&self.events_ingested)
-                + self
-                    .shards
-                    .read()
-                    .iter()
-                    .map(|s| s.counters.queued())
-                    .sum::<u64>(),
+                + shards.iter().map(|s| s.counters.queued()).sum::<u64>(),
             events_dropped: r(&self.events_dropped),
             batches_dispatched: r(&self.batches_dispatched),
             events_dispatched: r(&self.events_dispatched),
@@ -252,10 +246,8 @@ impl EventBusStats {
                 + r(&rej.shutting_down)
                 + r(&rej.serialization)
                 + r(&rej.too_large),
-            shard_depths: self.shard_depths(),
-            active_shards: self
-                .shards
-                .read()
+            shard_depths: shards.iter().map(|s| s.counters.depth()).collect(),
+            active_shards: shards
                 .iter()
                 .filter(|s| !s.retiring.load(Ordering::Relaxed))
                 .count(),
