@@ -38,11 +38,10 @@ use crate::consume::{self, ConsumeRequest, ConsumeResponse};
 use crate::error::{ConfigError, ConsumerResult, IngestionError, IngestionResult};
 use crate::event::{Event, RawEvent};
 use crate::nonce::{self, ProducerIdentity};
-use crate::routing::{self, Routing};
+use crate::routing::{self, Routing, SharedRouting};
 use crate::scaling::{self, ScalingDecision, ScalingError, ScalingPolicy, ScalingState};
 use crate::shard::{Shard, Slot};
 use crate::stats::EventBusStats;
-use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 use net_adapter::{Adapter, AdapterError, Batch, BatchEvent, LayoutWrite, StreamLayout};
 use parking_lot::Mutex;
@@ -76,8 +75,8 @@ pub(crate) struct Inner {
     // Fields producers read on every event are padded away from fields the workers write
     // after every batch (stats, progress): sharing a cache line with those made the state
     // word and the routing pointer miss in the producer's cache.
-    /// The current routing snapshot (read on every ingest).
-    routing: CachePadded<ArcSwap<Routing>>,
+    /// The current routing snapshot (read on every ingest); `stats` reads the same one.
+    routing: SharedRouting,
     /// Closing bit and routing version (see the module documentation).
     state: CachePadded<AtomicU64>,
     pub(crate) stats: CachePadded<EventBusStats>,
@@ -132,7 +131,7 @@ impl Clock {
 impl std::fmt::Debug for EventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventBus")
-            .field("shards", &self.inner.stats.shards.read().len())
+            .field("shards", &self.inner.routing.load().shards.len())
             .field("adapter", &self.inner.adapter.name())
             .field("nonce", &format_args!("{:016x}", self.inner.identity.nonce))
             .finish()
@@ -205,16 +204,18 @@ impl EventBus {
         let shards: Vec<Arc<Shard>> = (0..config.shards)
             .map(|id| Arc::new(Shard::new(id, config.ring_capacity)))
             .collect();
-        let routing = Routing {
+        let routing = SharedRouting::new(Routing {
             version: 0,
             table: routing::initial_table(config.shards).into_boxed_slice(),
             shards: shards.clone().into_boxed_slice(),
+        });
+        let stats = EventBusStats {
+            routing: routing.clone(),
+            ..EventBusStats::default()
         };
-        let stats = EventBusStats::default();
-        *stats.shards.write() = shards.clone();
         let inner = Arc::new(Inner {
             adapter,
-            routing: CachePadded::new(ArcSwap::from_pointee(routing)),
+            routing,
             state: CachePadded::new(AtomicU64::new(0)),
             stats: CachePadded::new(stats),
             identity,
@@ -598,15 +599,16 @@ impl Inner {
         self.flushers.load(SeqCst) > 0 || self.closing() || shard.retiring.load(SeqCst)
     }
 
-    /// Every shard ever created, by id.
-    pub(crate) fn all_shards(&self) -> Vec<Arc<Shard>> {
-        self.stats.shards.read().clone()
+    /// Every shard ever created, by id: the shards of the current routing snapshot, which
+    /// include those of a resize still in progress.
+    pub(crate) fn all_shards(&self) -> Box<[Arc<Shard>]> {
+        self.routing.shards()
     }
 
     fn active_ids(&self) -> Vec<u16> {
-        self.stats
+        self.routing
+            .load()
             .shards
-            .read()
             .iter()
             .filter(|s| !s.retiring.load(SeqCst))
             .map(|s| s.id)
@@ -616,11 +618,11 @@ impl Inner {
     /// Publishes a new routing table and bumps the version in the state word.
     fn publish(&self, table: Box<[u16]>, shards: Box<[Arc<Shard>]>) {
         let version = self.routing.load().version + 1;
-        self.routing.store(Arc::new(Routing {
+        self.routing.store(Routing {
             version,
             table,
             shards,
-        }));
+        });
         self.state.fetch_add(1, SeqCst);
     }
 
@@ -675,7 +677,7 @@ impl Inner {
         let old_parity = (current.version & 1) as usize;
         self.publish(table.into_boxed_slice(), shards.into_boxed_slice());
         // Every producer that routed with the old table to a donor is either counted in the
-        // donor's in-flight mark now or will route again with the new table. Wait until the
+        // donor's old-parity reservations now or will route again with the new table. Wait until the
         // counted ones have pushed: then every event of a moved key that any producer pushed
         // before its first event to a new shard sits in the donor's ring at a position below
         // the donor's `reserved`.
@@ -703,10 +705,6 @@ impl Inner {
             }
         }
         let runtime = tokio::runtime::Handle::current();
-        self.stats
-            .shards
-            .write()
-            .extend(added.iter().map(|(s, _)| s.clone()));
         {
             let mut workers = self.workers.lock();
             for (shard, _) in &added {

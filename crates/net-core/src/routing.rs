@@ -38,6 +38,7 @@
 //! cursors naming it stay valid, and an id is never given to another shard.
 
 use crate::shard::Shard;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 /// Number of routing slots. A power of two; at most this many shards can be active.
@@ -57,6 +58,63 @@ impl Routing {
     #[inline]
     pub(crate) fn route(&self, hash: u64) -> usize {
         usize::from(self.table[(hash as usize) & (SLOTS - 1)])
+    }
+}
+
+/// The published routing snapshot, shared by the bus (which routes and resizes through it)
+/// and its stats (which read the shards from it).
+///
+/// Its `shards` is the bus's one list of shards: a shard is in it from the moment a resize
+/// publishes the table that routes to it, so whoever walks the shards (`flush`, shutdown, the
+/// stats) sees every shard an event may have been routed to.
+#[derive(Clone)]
+pub(crate) struct SharedRouting(Arc<ArcSwap<Routing>>);
+
+impl SharedRouting {
+    pub(crate) fn new(routing: Routing) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(routing)))
+    }
+
+    /// The current snapshot, cheaply (the hot path).
+    #[inline]
+    pub(crate) fn load(&self) -> arc_swap::Guard<Arc<Routing>> {
+        self.0.load()
+    }
+
+    /// The current snapshot, as an owned `Arc`.
+    pub(crate) fn load_full(&self) -> Arc<Routing> {
+        self.0.load_full()
+    }
+
+    /// Replaces the snapshot.
+    pub(crate) fn store(&self, routing: Routing) {
+        self.0.store(Arc::new(routing));
+    }
+
+    /// Every shard ever created, by id (active and retired).
+    pub(crate) fn shards(&self) -> Box<[Arc<Shard>]> {
+        self.0.load().shards.clone()
+    }
+}
+
+/// A snapshot with no shard and no slot, for stats that belong to no bus.
+impl Default for SharedRouting {
+    fn default() -> Self {
+        Self::new(Routing {
+            version: 0,
+            table: Box::default(),
+            shards: Box::default(),
+        })
+    }
+}
+
+impl std::fmt::Debug for SharedRouting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routing = self.0.load();
+        f.debug_struct("SharedRouting")
+            .field("version", &routing.version)
+            .field("shards", &routing.shards.len())
+            .finish()
     }
 }
 

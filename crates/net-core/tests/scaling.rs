@@ -586,3 +586,126 @@ async fn a_payload_dropped_inside_ingest_may_resize_and_ingest_again() {
         "{again:?}"
     );
 }
+
+/// Holds every batch of a shard other than 0 for `delay` before storing it, and passes the
+/// rest to a [`ScriptedAdapter`].
+struct SlowNewShards {
+    scripted: Arc<ScriptedAdapter>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Adapter for SlowNewShards {
+    async fn on_batch(&self, batch: Arc<Batch>) -> Result<(), AdapterError> {
+        if batch.shard_id != 0 {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.scripted.on_batch(batch).await
+    }
+    async fn poll_shard(
+        &self,
+        shard: u16,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ShardPollResult, AdapterError> {
+        self.scripted.poll_shard(shard, cursor, limit).await
+    }
+    async fn flush(&self) -> Result<(), AdapterError> {
+        self.scripted.flush().await
+    }
+    async fn shutdown(&self) -> Result<(), AdapterError> {
+        self.scripted.shutdown().await
+    }
+    fn name(&self) -> &str {
+        "slow-new-shards"
+    }
+}
+
+/// `flush` is a barrier for events on a shard that `add_shards` has published but not yet
+/// finished setting up. The resize is held between publishing its table and returning by a
+/// producer blocked in a push onto the donor (a full ring behind a gated worker); an event
+/// routed to the new shard in that window is accepted, and a `flush` called afterwards must
+/// not return before that event reached the adapter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_an_event_on_a_shard_still_being_added() {
+    let scripted = ScriptedAdapter::new(vec![Step::Gated]);
+    let adapter = Arc::new(SlowNewShards {
+        scripted: scripted.clone(),
+        delay: Duration::from_millis(300),
+    });
+    let bus = Arc::new(
+        EventBus::new(
+            EventBusConfig::builder()
+                .shards(1)
+                .ring_capacity(4)
+                .batch(BatchConfig {
+                    max_events: 2,
+                    max_delay_ms: 0,
+                })
+                .backpressure(BackpressureMode::Block)
+                .adapter_instance(adapter)
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
+    const EVENTS: u64 = 20;
+    let pushed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let producer = {
+        let (bus, pushed) = (bus.clone(), pushed.clone());
+        std::thread::spawn(move || {
+            for seq in 0..EVENTS {
+                bus.ingest_raw(keyed(0, seq, seq)).unwrap();
+                pushed.store(seq + 1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        pushed.load(std::sync::atomic::Ordering::SeqCst) < EVENTS,
+        "the ring never filled up"
+    );
+    let resize = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.add_shards(1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !resize.is_finished(),
+        "add_shards returned while a producer was still pushing onto the donor"
+    );
+    // The new shard takes the highest slots, so this hash routes to it once the new table is
+    // published. (Checked below: the event is read back from shard 1.)
+    let payload: &[u8] = br#"{"new_shard":true}"#;
+    let ingest = tokio::task::spawn_blocking({
+        let bus = bus.clone();
+        move || bus.ingest_raw(RawEvent::from_bytes_with_hash(payload, u64::MAX))
+    });
+    let accepted = tokio::time::timeout(Duration::from_secs(5), ingest)
+        .await
+        .expect("the event did not go to the new shard: its ingest blocked on the full donor")
+        .unwrap();
+    assert!(accepted.is_ok(), "{accepted:?}");
+    let flush = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.flush().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    scripted.open_gate();
+    tokio::time::timeout(Duration::from_secs(10), flush)
+        .await
+        .expect("flush hung")
+        .unwrap()
+        .unwrap();
+    let stored = scripted.memory.poll_shard(1, None, 10).await.unwrap();
+    assert!(
+        stored.events.iter().any(|e| e.raw == payload),
+        "flush returned before an event accepted earlier on the new shard reached the adapter"
+    );
+    assert_eq!(resize.await.unwrap(), Ok(vec![1]));
+    producer.join().unwrap();
+    bus.shutdown_via_ref().await.unwrap();
+    assert_balanced(bus.stats());
+    assert_eq!(bus.stats().snapshot().events_ingested, EVENTS + 1);
+}
