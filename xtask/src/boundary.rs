@@ -7,7 +7,8 @@
 //! depend on net-adapter alone without pulling in a runtime. The `conformance` feature may
 //! bring tokio in, since adapter crates enable it only in their dev-dependencies.
 //! The Redis and JetStream adapters and the mesh may not depend on net-core either (nor on a
-//! broker client they do not speak), and no crate of the workspace may turn on async-nats's `server_2_10`+ features:
+//! broker client they do not speak), the durable log depends on neither net-core nor any
+//! broker or mesh crate, and no crate of the workspace may turn on async-nats's `server_2_10`+ features:
 //! a 2.9 server silently ignores the settings they add, so they must not compile.
 
 use std::collections::BTreeSet;
@@ -33,6 +34,9 @@ struct Rule {
 fn rules() -> Vec<Rule> {
     let mut adapter_default = BROKER_CRATES.to_vec();
     adapter_default.push("tokio");
+    // The durable log speaks to its files only: no bus, no broker, no mesh crypto.
+    let mut log_banned = vec!["net-core"];
+    log_banned.extend_from_slice(BROKER_CRATES);
     vec![
         Rule {
             package: "net-adapter",
@@ -53,6 +57,11 @@ fn rules() -> Vec<Rule> {
             package: "net-adapter-jetstream",
             default_features: vec!["net-core", "redis"],
             all_features: vec!["net-core", "redis"],
+        },
+        Rule {
+            package: "net-adapter-log",
+            default_features: log_banned.clone(),
+            all_features: log_banned,
         },
         Rule {
             package: "net-mesh",
