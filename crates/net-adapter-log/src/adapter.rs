@@ -51,6 +51,7 @@ struct Inner {
     shut_down: AtomicBool,
     recovery: Recovery,
     segments_deleted: AtomicU64,
+    damaged_reads: AtomicU64,
     #[cfg(feature = "test-hooks")]
     faults: Mutex<HashMap<u16, LogFault>>,
 }
@@ -130,6 +131,7 @@ impl LogAdapter {
             shut_down: AtomicBool::new(false),
             recovery,
             segments_deleted: AtomicU64::new(0),
+            damaged_reads: AtomicU64::new(0),
             #[cfg(feature = "test-hooks")]
             faults: Mutex::new(HashMap::new()),
         });
@@ -140,6 +142,12 @@ impl LogAdapter {
     /// What recovery found and repaired when the log was opened.
     pub fn recovery(&self) -> Recovery {
         self.inner.recovery
+    }
+
+    /// Damaged spans that reads have skipped since the log was opened (each read that meets
+    /// a span counts it again).
+    pub fn damaged_reads(&self) -> u64 {
+        self.inner.damaged_reads.load(Ordering::Relaxed)
     }
 
     /// Segments retention has deleted since the log was opened.
@@ -269,6 +277,17 @@ impl Inner {
             }
             .map_err(|bad| AdapterError::InvalidCursor(format!("log: {}", bad.0)))?;
             if let Some(page) = shard::read(id, plan).map_err(LogError::into_adapter_error)? {
+                if page.damaged > 0 {
+                    self.damaged_reads
+                        .fetch_add(page.damaged, Ordering::Relaxed);
+                    tracing::warn!(
+                        dir = %self.root.display(),
+                        shard = id,
+                        spans = page.damaged,
+                        cursor = page.cursor,
+                        "a read skipped damaged records; the cursor moved past them"
+                    );
+                }
                 return Ok(ShardPollResult {
                     events: page.events,
                     cursor: page.cursor.to_string(),

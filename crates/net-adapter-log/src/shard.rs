@@ -147,12 +147,14 @@ pub(crate) struct ReadSegment {
     upper: u64,
 }
 
-/// One page, as [`Shard::read`] found it.
+/// One page, as [`read`] found it.
 #[derive(Debug)]
 pub(crate) struct Page {
     pub(crate) events: Vec<StoredEvent>,
     pub(crate) cursor: u64,
     pub(crate) has_more: bool,
+    /// Damaged spans the read passed over.
+    pub(crate) damaged: u64,
 }
 
 /// Why a cursor was refused.
@@ -718,6 +720,7 @@ pub(crate) fn read(shard: u16, plan: ReadPlan) -> Result<Option<Page>, LogError>
                 events: Vec::new(),
                 cursor,
                 has_more,
+                damaged: 0,
             }))
         }
         ReadPlan::Read {
@@ -728,6 +731,7 @@ pub(crate) fn read(shard: u16, plan: ReadPlan) -> Result<Option<Page>, LogError>
         } => (from, next, budget, segments),
     };
     let mut events = Vec::with_capacity(budget.min(1024));
+    let mut damaged = 0;
     for seg in segments {
         let file = match File::open(&seg.path) {
             Ok(f) => f,
@@ -743,6 +747,7 @@ pub(crate) fn read(shard: u16, plan: ReadPlan) -> Result<Option<Page>, LogError>
                 header, payload, ..
             } = item
             else {
+                damaged += 1;
                 continue;
             };
             if header.offset >= seg.upper {
@@ -769,6 +774,7 @@ pub(crate) fn read(shard: u16, plan: ReadPlan) -> Result<Option<Page>, LogError>
                     events,
                     cursor,
                     has_more: cursor < next,
+                    damaged,
                 }));
             }
         }
@@ -777,6 +783,7 @@ pub(crate) fn read(shard: u16, plan: ReadPlan) -> Result<Option<Page>, LogError>
         events,
         cursor: next,
         has_more: false,
+        damaged,
     }))
 }
 
