@@ -19,6 +19,10 @@ pub enum AdapterConfig {
     /// Redis Streams, a stream per shard (feature `redis`).
     #[cfg(feature = "redis")]
     Redis(net_adapter_redis::RedisAdapterConfig),
+    /// The embedded durable log: segment files per shard in a local directory (feature
+    /// `log`, on by default).
+    #[cfg(feature = "log")]
+    Log(net_adapter_log::LogAdapterConfig),
     /// NATS JetStream, a stream per shard (feature `jetstream`).
     #[cfg(feature = "jetstream")]
     JetStream(net_adapter_jetstream::JetStreamAdapterConfig),
@@ -43,6 +47,24 @@ impl AdapterConfig {
     /// The in-memory adapter with the given settings.
     pub fn memory_with(config: MemoryAdapterConfig) -> Self {
         AdapterConfig::Memory(config)
+    }
+
+    /// The embedded durable log in `dir` (created when missing), with its defaults: 64 MiB
+    /// segments, an `fdatasync` before each batch is acknowledged, no retention limit
+    /// (feature `log`).
+    ///
+    /// Only one process may have a directory open; a second bus on it fails in
+    /// `EventBus::new` with the log's "in use by another process" error.
+    #[cfg(feature = "log")]
+    pub fn log(dir: impl Into<std::path::PathBuf>) -> Self {
+        AdapterConfig::Log(net_adapter_log::LogAdapterConfig::new(dir))
+    }
+
+    /// The embedded durable log with the given settings (segment size, fsync policy,
+    /// retention; feature `log`).
+    #[cfg(feature = "log")]
+    pub fn log_with(config: net_adapter_log::LogAdapterConfig) -> Self {
+        AdapterConfig::Log(config)
     }
 
     /// The Redis Streams adapter with the given settings (feature `redis`).
@@ -111,6 +133,8 @@ impl AdapterFactory for AdapterConfig {
                     field: "adapter",
                     reason: err.to_string(),
                 }),
+            #[cfg(feature = "log")]
+            AdapterConfig::Log(config) => open_log(config.clone()).await,
             #[cfg(feature = "jetstream")]
             AdapterConfig::JetStream(config) => {
                 config.validate()?;
@@ -127,5 +151,30 @@ impl AdapterFactory for AdapterConfig {
                 }),
             AdapterConfig::Custom(factory) => factory.build().await,
         }
+    }
+}
+
+/// Opens the log off the async threads (opening recovers every shard, which reads files):
+/// bad settings are [`ConfigError::Invalid`], anything else (a locked directory, a
+/// read-only one, a manifest of another format) is [`ConfigError::Adapter`].
+#[cfg(feature = "log")]
+async fn open_log(
+    config: net_adapter_log::LogAdapterConfig,
+) -> Result<Box<dyn Adapter>, ConfigError> {
+    use net_adapter_log::{LogAdapter, LogError};
+    let opened = tokio::task::spawn_blocking(move || LogAdapter::open(config))
+        .await
+        .map_err(|e| {
+            ConfigError::Adapter(net_adapter::AdapterError::Fatal(format!(
+                "log: the task opening the log failed: {e}"
+            )))
+        })?;
+    match opened {
+        Ok(adapter) => Ok(Box::new(adapter)),
+        Err(LogError::Config(reason)) => Err(ConfigError::Invalid {
+            field: "adapter",
+            reason,
+        }),
+        Err(e) => Err(ConfigError::Adapter(e.into_adapter_error())),
     }
 }

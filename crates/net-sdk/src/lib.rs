@@ -43,6 +43,10 @@ pub use net_adapter::{
 };
 #[cfg(feature = "jetstream")]
 pub use net_adapter_jetstream::{self as jetstream, DeliverPolicy, JetStreamAdapterConfig};
+#[cfg(feature = "log")]
+pub use net_adapter_log::{
+    self as log, FsyncPolicy, LogAdapter, LogAdapterConfig, LogError, Retention,
+};
 #[cfg(feature = "redis")]
 pub use net_adapter_redis::{self as redis, RedisAdapterConfig, WriteMode};
 pub use net_core::{
