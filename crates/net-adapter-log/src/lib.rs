@@ -118,9 +118,11 @@
 //! 8. **Retention by whole segments, in the background.** A task checks every shard each
 //!    `retention.check_interval`: while the shard would still hold at least `max_events`
 //!    events or `max_bytes` bytes without its oldest sealed segment, or that segment's newest
-//!    record is older than `max_age`, the segment is deleted and `START` moves past it
-//!    (`START` is written first, so a crash in between leaves a segment that the next open
-//!    deletes). A shard thus keeps at least its limit and at most its limit plus one segment.
+//!    record is older than `max_age`, the segment is deleted and `START` moves past it.
+//!    The segment goes first and `START` is written after: on a full disk the deletion makes
+//!    room for the new `START`, and a crash in between loses nothing, because a `START`
+//!    behind the first segment counts as that segment's base. A shard thus keeps at least its
+//!    limit and at most its limit plus one segment.
 //!    An active segment whose records are all older than `max_age` is sealed first. A cursor
 //!    below `START` is stale (contract property 9): an empty page and the cursor moved to
 //!    `START`.

@@ -264,7 +264,7 @@ impl Shard {
             shard.remember(nonce, batch_start, at);
         }
         // Segments wholly below the start (a deletion a crash interrupted).
-        shard.drop_segments_below_start();
+        shard.drop_segments_below(shard.start);
         Ok(shard)
     }
 
@@ -355,8 +355,9 @@ impl Shard {
         Ok(segment)
     }
 
-    fn drop_segments_below_start(&mut self) {
-        while self.segments.len() > 1 && self.segments[1].base <= self.start {
+    /// Deletes the segments wholly below `start` (never the active one).
+    fn drop_segments_below(&mut self, start: u64) {
+        while self.segments.len() > 1 && self.segments[1].base <= start {
             let old = self.segments.remove(0);
             let _ = fs::remove_file(files::segment_path(&self.dir, old.base));
             let _ = fs::remove_file(files::index_path(&self.dir, old.base));
@@ -607,16 +608,24 @@ impl Shard {
 
     /// Moves the log start to `start` (never backwards, never past `next`): offsets below it
     /// are trimmed, and segments wholly below it are deleted.
+    ///
+    /// The segments go first, then `START` is written: deleting frees room on a full disk for
+    /// the new `START`, and a crash in between loses nothing, since a `START` behind the first
+    /// segment counts as that segment's base. If `START` cannot be written, the start moves
+    /// only as far as the first remaining segment (what a reopen would find) and the error is
+    /// returned.
     pub(crate) fn set_start(&mut self, start: u64) -> Result<(), LogError> {
         let start = start.min(self.next);
         if start <= self.start {
             return Ok(());
         }
+        self.drop_segments_below(start);
+        let first = self.segments.first().map_or(start, |s| s.base.min(start));
+        self.start = self.start.max(first);
         if self.created {
             files::replace(&self.dir.join("START"), &files::encode_start(start))?;
         }
         self.start = start;
-        self.drop_segments_below_start();
         Ok(())
     }
 
@@ -660,8 +669,9 @@ impl Shard {
             if !(aged || over_events || over_bytes) {
                 return Ok(deleted);
             }
-            self.set_start(after.base)?;
-            self.drop_segments_below_start();
+            let base = after.base;
+            self.set_start(base)?;
+            self.drop_segments_below(base);
             deleted += 1;
         }
     }
