@@ -9,7 +9,7 @@
 //! ingest-to-dispatch latency, which under a saturating load is mostly time spent queued.
 
 use crate::backend::adapter_config;
-use crate::backend::{check_reachable, start_bus, StoreKind};
+use crate::backend::{check_reachable, config_error, start_bus, LogArgs, StoreKind};
 use crate::histogram::Histogram;
 use crate::mesh::MeshArgs;
 use anyhow::{bail, Context, Result};
@@ -46,6 +46,9 @@ pub(crate) enum BenchAdapter {
     Memory,
     /// Discards every batch: the cost of the bus alone.
     Noop,
+    /// The embedded durable log in `--dir` (by default a temporary directory, removed after
+    /// the run).
+    Log,
     /// Redis Streams at `--url`.
     Redis,
     /// NATS JetStream at `--url`.
@@ -103,6 +106,8 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(flatten)]
     mesh: MeshArgs,
 }
@@ -187,14 +192,35 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// The adapter settings of every adapter but the mesh.
-fn bench_adapter_config(args: &BenchArgs) -> Result<AdapterConfig> {
+/// A directory of its own under the system's temporary directory, removed with everything in
+/// it when dropped: where `--adapter log` writes when `--dir` is not given.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self(std::env::temp_dir().join(format!("net-bench-{}-{nanos}", std::process::id())))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The adapter settings of every adapter but the mesh; `scratch` is the log's directory
+/// when `--dir` is not given.
+fn bench_adapter_config(args: &BenchArgs, scratch: &std::path::Path) -> Result<AdapterConfig> {
     let url = |kind: StoreKind| args.url.as_deref().unwrap_or(kind.default_url()).to_owned();
     Ok(match args.adapter {
         BenchAdapter::Memory => AdapterConfig::memory_with(
             MemoryAdapterConfig::default().max_events_per_shard(to_usize(args.retain)),
         ),
         BenchAdapter::Noop | BenchAdapter::Net => AdapterConfig::noop(),
+        BenchAdapter::Log => AdapterConfig::log_with(args.log.config(scratch)),
         BenchAdapter::Redis => {
             adapter_config(StoreKind::Redis, &url(StoreKind::Redis), &args.stream)?
         }
@@ -222,14 +248,25 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode> {
             args.shards, args.ring_capacity
         )));
     }
+    let adapter_name = format!("{:?}", args.adapter).to_lowercase();
+    args.log
+        .refuse_unless_log(args.adapter == BenchAdapter::Log, &adapter_name)?;
+    // Declared before the adapter, so the directory goes after the log is closed.
+    let scratch =
+        (args.adapter == BenchAdapter::Log && args.log.dir.is_none()).then(ScratchDir::new);
+    let scratch_path = scratch.as_ref().map(|s| s.0.clone()).unwrap_or_default();
     let inner: Box<dyn Adapter> = match args.adapter {
         BenchAdapter::Net => Box::new(args.mesh.connect(args.shards).await?),
-        _ => bench_adapter_config(&args)?
+        BenchAdapter::Log => bench_adapter_config(&args, &scratch_path)?
+            .build()
+            .await
+            .map_err(config_error)
+            .context("cannot open the log")?,
+        _ => bench_adapter_config(&args, &scratch_path)?
             .build()
             .await
             .map_err(|e| crate::exit::usage(e.to_string()))?,
     };
-    let adapter_name = format!("{:?}", args.adapter).to_lowercase();
     let ages = Arc::new(Mutex::new(Histogram::default()));
     let probe = LatencyProbe {
         inner,

@@ -1,17 +1,17 @@
 //! `net keygen` and `net node`, and the mesh flags `produce` and `consume` take with
 //! `--adapter net`.
 //!
-//! A node listens for peers, stores what they send it (in memory, Redis, JetStream, or by
-//! forwarding it to the nodes it dials) and answers their polls. Every connection is a Noise
+//! A node listens for peers, stores what they send it (in memory, in the embedded log on local
+//! disk, Redis, JetStream, or by forwarding it to the nodes it dials) and answers their polls. Every connection is a Noise
 //! session bound to the nodes' ed25519 identities; with a pre-shared key, peers without it
 //! cannot complete the handshake.
 
-use crate::backend::{adapter_config, StoreKind};
+use crate::backend::{adapter_config, config_error, LogArgs, StoreKind, DEFAULT_LOG_DIR};
 use crate::exit::usage;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use net_mesh::{EntityKeypair, MeshError, NetAdapter, NetAdapterConfig, NodeId, ShardRange};
-use net_sdk::{Adapter, AdapterFactory, MemoryAdapter, MemoryAdapterConfig};
+use net_sdk::{Adapter, AdapterConfig, AdapterFactory, MemoryAdapter, MemoryAdapterConfig};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -279,6 +279,9 @@ fn new_adapter(config: NetAdapterConfig) -> Result<NetAdapter> {
 pub(crate) enum StorageKind {
     /// In this process's memory (lost when the node stops).
     Memory,
+    /// The embedded durable log in --dir (default ./net-data): kept on local disk, synced as
+    /// --fsync says before a batch is acknowledged.
+    Log,
     /// Redis Streams at --storage-url.
     Redis,
     /// NATS JetStream at --storage-url.
@@ -293,6 +296,7 @@ impl StorageKind {
     fn name(self) -> &'static str {
         match self {
             StorageKind::Memory => "memory",
+            StorageKind::Log => "log",
             StorageKind::Redis => "redis",
             StorageKind::Jetstream => "jetstream",
             StorageKind::Forward => "forward",
@@ -343,6 +347,9 @@ pub(crate) struct NodeArgs {
     /// the storage is healthy, 503 otherwise), e.g. 127.0.0.1:9100.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Where the log storage lives and when it syncs.
+    #[command(flatten)]
+    log: LogArgs,
     /// Identity, peers, key and allow-list (last, under their own help heading).
     #[command(flatten)]
     mesh: MeshArgs,
@@ -372,6 +379,10 @@ pub(crate) async fn node(args: NodeArgs) -> Result<ExitCode> {
             "net node needs --identity (create one with `net keygen -o node.key`)",
         ));
     }
+    args.log.refuse_unless_log(
+        args.storage == StorageKind::Log,
+        &format!("--storage {}", args.storage.name()),
+    )?;
     let mut config = args.mesh.config()?;
     config.storage_retry_window = Duration::from_secs(args.storage_retry_window);
     config = config.listen(&args.listen);
@@ -391,6 +402,16 @@ pub(crate) async fn node(args: NodeArgs) -> Result<ExitCode> {
         StorageKind::Memory => Arc::new(MemoryAdapter::with_config(
             MemoryAdapterConfig::default().max_events_per_shard(args.retain),
         )),
+        StorageKind::Log => {
+            let log = args.log.config(Path::new(DEFAULT_LOG_DIR));
+            let shown = log.dir.display().to_string();
+            let adapter = AdapterConfig::log_with(log)
+                .build()
+                .await
+                .map_err(config_error)
+                .with_context(|| format!("cannot open the log storage in {shown}"))?;
+            Arc::from(adapter)
+        }
         StorageKind::Redis | StorageKind::Jetstream => {
             let kind = if args.storage == StorageKind::Redis {
                 StoreKind::Redis
@@ -454,7 +475,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<ExitCode> {
         );
         eprintln!(
             "warning: --storage memory is not durable: events acknowledged to peers are lost \
-             when this node stops (use --storage redis or jetstream to keep them)"
+             when this node stops (use --storage log, redis or jetstream to keep them)"
         );
     }
     tracing::info!(
