@@ -479,3 +479,14 @@ fn a_relay_in_front_of_a_log_node_killed_twice_loses_and_duplicates_nothing() {
         "(lost, duplicated, printed, records in the log)"
     );
 }
+
+#[test]
+fn a_consumer_with_another_shard_count_is_refused_on_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_in(dir.path(), &["produce", "--shards", "4"], b"{\"a\":1}\n");
+    assert!(output.status.success(), "produce: {}", stderr(&output));
+    let output = run_in(dir.path(), &["consume", "--shards", "8"], b"");
+    let line = one_error_line(&output, 2);
+    assert!(line.contains("created with 4 shards"), "{line}");
+    assert_eq!(consumed(dir.path(), &["--shards", "4"]), ["{\"a\":1}"]);
+}
