@@ -22,6 +22,7 @@ mod heap;
 mod histogram;
 mod jetstream;
 mod latency;
+mod log;
 mod memory;
 mod mesh;
 mod plan;
@@ -52,8 +53,9 @@ struct Options {
 
 /// The groups of rows, in the order they run: `ingest_raw` and the queues and channels,
 /// JSON `ingest`, MemoryAdapter write and poll, latency, heap, then the JetStream and Redis
-/// adapters (each on a private server) write and poll, then the mesh between two nodes.
-const GROUPS: [&str; 8] = [
+/// adapters (each on a private server) write and poll, then the mesh between two nodes, then
+/// the embedded log beside bare file writes.
+const GROUPS: [&str; 9] = [
     "raw",
     "json",
     "memory",
@@ -62,6 +64,7 @@ const GROUPS: [&str; 8] = [
     "jetstream",
     "redis",
     "mesh",
+    "log",
 ];
 
 /// The usage text.
@@ -72,7 +75,7 @@ const USAGE: &str = "usage: net-bench [--quick | --smoke] [--out DIR]
   --smoke    1 short repeat per row: checks that every row runs and the report is written
   --out DIR  where report.json, report.md and report.svg go (default: target/bench)
   --only G   only these comma-separated groups of rows: raw, json, memory, latency, heap,
-             jetstream, redis, mesh";
+             jetstream, redis, mesh, log";
 
 /// Parses the arguments (without the program name); `None` means help was asked for.
 fn parse(args: &[String]) -> Result<Option<Options>> {
@@ -136,6 +139,7 @@ async fn run(options: Options) -> Result<()> {
             "redis" => redis::rows(&plan).await?,
             "jetstream" => jetstream::rows(&plan).await?,
             "mesh" => mesh::rows(&plan).await?,
+            "log" => log::rows(&plan).await?,
             _ => heap::rows(&plan).await?,
         });
     }
@@ -184,6 +188,10 @@ fn check_written(out: &std::path::Path, rows: usize) -> Result<()> {
 fn main() -> ExitCode {
     // The mesh rows run their storage node in a second process: this same binary.
     if let Some(code) = mesh::storage_process_entry() {
+        return code;
+    }
+    // The log's reopen row kills a writer process: this same binary.
+    if let Some(code) = log::writer_process_entry() {
         return code;
     }
     let args: Vec<String> = std::env::args().skip(1).collect();

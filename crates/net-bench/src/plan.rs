@@ -59,6 +59,18 @@ pub(crate) struct Plan {
     pub(crate) heap_ring: usize,
     /// Events per measurement of the JetStream rows (written, then read back).
     pub(crate) jetstream_events: u64,
+    /// Batches of 1,024 events per measurement of the log rows that sync every batch.
+    pub(crate) log_sync_batches: u64,
+    /// Batches of 1,024 events per measurement of the log rows that never sync.
+    pub(crate) log_nosync_batches: u64,
+    /// Events written to the log, then read back through `bus.poll`, per measurement.
+    pub(crate) log_read_events: u64,
+    /// Size of the log reopened after its writer was killed, in bytes.
+    pub(crate) log_reopen_bytes: u64,
+    /// Size of the log opened and read whole while the heap is counted, in bytes.
+    pub(crate) log_heap_bytes: u64,
+    /// Batches per writer of the group-commit rows (16 writers).
+    pub(crate) group_batches: u64,
 }
 
 impl Plan {
@@ -77,6 +89,12 @@ impl Plan {
                 latency_ms: 200,
                 heap_ring: 1024,
                 jetstream_events: 5_000,
+                log_sync_batches: 8,
+                log_nosync_batches: 16,
+                log_read_events: 20_000,
+                log_reopen_bytes: 4 << 20,
+                log_heap_bytes: 8 << 20,
+                group_batches: 2,
             },
             Mode::Quick => Self {
                 mode,
@@ -90,6 +108,12 @@ impl Plan {
                 latency_ms: 1_000,
                 heap_ring: 4096,
                 jetstream_events: 100_000,
+                log_sync_batches: 200,
+                log_nosync_batches: 1_000,
+                log_read_events: 500_000,
+                log_reopen_bytes: 128 << 20,
+                log_heap_bytes: 256 << 20,
+                group_batches: 16,
             },
             Mode::Full => Self {
                 mode,
@@ -103,6 +127,12 @@ impl Plan {
                 latency_ms: 3_000,
                 heap_ring: 4096,
                 jetstream_events: 200_000,
+                log_sync_batches: 500,
+                log_nosync_batches: 3_000,
+                log_read_events: 1_000_000,
+                log_reopen_bytes: 1 << 30,
+                log_heap_bytes: 2 << 30,
+                group_batches: 64,
             },
         }
     }

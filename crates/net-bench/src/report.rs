@@ -18,6 +18,8 @@ pub(crate) enum Unit {
     Nanos,
     /// Heap bytes per queued event (lower is better).
     BytesPerEvent,
+    /// Bytes (lower is better).
+    Bytes,
 }
 
 impl Unit {
@@ -27,6 +29,7 @@ impl Unit {
             Unit::EventsPerSec => "events/s",
             Unit::Nanos => "ns",
             Unit::BytesPerEvent => "B/event",
+            Unit::Bytes => "bytes",
         }
     }
 
@@ -40,6 +43,7 @@ impl Unit {
             Unit::Nanos if value >= 1e3 => format!("{:.1} µs", value / 1e3),
             Unit::Nanos => format!("{value:.0} ns"),
             Unit::BytesPerEvent => format!("{value:.1} B"),
+            Unit::Bytes => format!("{:.1} MB", value / 1e6),
         }
     }
 }
@@ -551,6 +555,7 @@ mod tests {
             (Unit::Nanos, 2_510_000.0, "2.51 ms"),
             (Unit::Nanos, 850.0, "850 ns"),
             (Unit::BytesPerEvent, 70.06, "70.1 B"),
+            (Unit::Bytes, 12_340_000.0, "12.3 MB"),
         ] {
             assert_eq!(unit.format(value), expected);
         }
