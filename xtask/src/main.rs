@@ -54,6 +54,11 @@ const STEPS: &[Step] = &[
         run: steps::test,
     },
     Step {
+        name: "loom",
+        about: "net-core's loom models of its handshakes (--cfg loom, target/loom)",
+        run: steps::loom,
+    },
+    Step {
         name: "example-adapter",
         about: "fmt, clippy and tests (the conformance kit) of examples/file-adapter",
         run: steps::example_adapter,

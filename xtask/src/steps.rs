@@ -41,6 +41,36 @@ pub(crate) fn test() -> Result<()> {
     run(cargo(["test", "--workspace", "--all-features", "--doc"]))
 }
 
+/// The loom models of net-core's producer/worker handshakes (the reservation against the state
+/// word, and the wake-up mark), built with `--cfg loom` in release mode.
+///
+/// They build in a target directory of their own (`target/loom`, or `loom` under
+/// `CARGO_TARGET_DIR`), since `--cfg loom` changes every crate's flags and would otherwise
+/// throw away the main build. `LOOM_MAX_PREEMPTIONS` bounds how many times loom preempts a
+/// thread in one interleaving: 2 (unless the environment says otherwise) covers the
+/// handshakes, which are a few atomic steps per thread, and keeps the run to seconds once
+/// built.
+pub(crate) fn loom() -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), std::path::PathBuf::from)
+        .join("loom");
+    let mut command = cargo([
+        "test",
+        "--package",
+        "net-core",
+        "--lib",
+        "--release",
+        "loom",
+    ]);
+    command
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", target);
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        command.env("LOOM_MAX_PREEMPTIONS", "2");
+    }
+    run(command)
+}
+
 /// The manifest of the example adapter, which is not a workspace member.
 const EXAMPLE_ADAPTER: &str = "examples/file-adapter/Cargo.toml";
 

@@ -40,13 +40,14 @@ use crate::event::{Event, RawEvent};
 use crate::nonce::{self, ProducerIdentity};
 use crate::routing::{self, Routing, SharedRouting};
 use crate::scaling::{self, ScalingDecision, ScalingError, ScalingPolicy, ScalingState};
-use crate::shard::{Shard, Slot};
+use crate::shard::{Reservation, Shard, Slot};
+use crate::state::{Admission, StateWord};
 use crate::stats::EventBusStats;
 use crossbeam_utils::CachePadded;
 use net_adapter::{Adapter, AdapterError, Batch, BatchEvent, LayoutWrite, StreamLayout};
 use parking_lot::Mutex;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
@@ -57,9 +58,6 @@ const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 /// The resolution of tokio's timer.
 const TIMER_TICK: Duration = Duration::from_millis(1);
-
-/// The closing bit of the state word; the other bits are the routing version.
-const CLOSING: u64 = 1 << 63;
 
 /// How many times one ingest re-routes after racing resizes before giving up (`Unrouted`).
 const MAX_REROUTES: u32 = 64;
@@ -77,8 +75,8 @@ pub(crate) struct Inner {
     // word and the routing pointer miss in the producer's cache.
     /// The current routing snapshot (read on every ingest); `stats` reads the same one.
     routing: SharedRouting,
-    /// Closing bit and routing version (see the module documentation).
-    state: CachePadded<AtomicU64>,
+    /// Closing bit and routing version (see `state`).
+    state: CachePadded<StateWord>,
     pub(crate) stats: CachePadded<EventBusStats>,
     identity: ProducerIdentity,
     clock: Clock,
@@ -216,7 +214,7 @@ impl EventBus {
         let inner = Arc::new(Inner {
             adapter,
             routing,
-            state: CachePadded::new(AtomicU64::new(0)),
+            state: CachePadded::new(StateWord::new()),
             stats: CachePadded::new(stats),
             identity,
             clock: Clock::new(),
@@ -287,24 +285,19 @@ impl EventBus {
             }
         }
         let mut reroutes = 0u32;
-        let mut reserved;
-        let (routing, index, parity) = loop {
-            let routing = inner.routing.load();
-            let index = routing.route(event.hash());
-            let counters = &routing.shards[index].counters;
+        let mut routing = inner.routing.load();
+        let (shard, reservation) = loop {
+            let shard = &routing.shards[routing.route(event.hash())];
             let parity = (routing.version & 1) as usize;
-            reserved = counters.reserved_by_parity[parity].fetch_add(1, SeqCst) + 1;
-            let state = inner.state.load(SeqCst);
-            // The resizer publishes the table before it bumps the version, so a producer may
-            // see the new table one step ahead of the state word: that table is already safe
-            // to use. Only a table older than the state must be reloaded.
-            if state == routing.version || state.wrapping_add(1) == routing.version {
-                break (routing, index, parity);
-            }
-            counters.reserved_by_parity[parity].fetch_sub(1, SeqCst);
-            if state & CLOSING != 0 {
-                stats.rejected.shutting_down.fetch_add(1, Relaxed);
-                return Err(IngestionError::ShuttingDown);
+            let reservation = Reservation::take(&shard.counters, parity);
+            match inner.state.admit(routing.version) {
+                Admission::Route => break (shard, reservation),
+                Admission::Closing => {
+                    drop(reservation);
+                    stats.rejected.shutting_down.fetch_add(1, Relaxed);
+                    return Err(IngestionError::ShuttingDown);
+                }
+                Admission::Reroute => drop(reservation),
             }
             // A resize was published after this table was loaded: route again. The new table
             // is already in place, so this repeats only if resizes keep racing the reload.
@@ -316,9 +309,8 @@ impl EventBus {
             if reroutes > 1 {
                 std::thread::yield_now();
             }
+            routing = inner.routing.load();
         };
-        let shard = &routing.shards[index];
-        let counters = &shard.counters;
         let slot = Slot {
             raw: event.into_bytes(),
             ts: inner.clock.now_ns(),
@@ -326,7 +318,7 @@ impl EventBus {
         // A payload that leaves here unqueued (refused, or evicted by this push) is dropped
         // only after the bookkeeping: its `Drop` may be user code (`Bytes::from_owner`), and
         // it must not run while this call holds a reservation that resizes and flushes wait
-        // for.
+        // for. So the reservation is ended (pushed, or dropped and so taken back) first.
         let mut evicted = None;
         let refused = match inner.config.backpressure {
             crate::BackpressureMode::DropNewest => shard
@@ -341,17 +333,17 @@ impl EventBus {
                     stats.events_ingested.fetch_add(1, Relaxed);
                     stats.events_dropped.fetch_add(1, Relaxed);
                     stats.events_evicted.fetch_add(1, Relaxed);
-                    counters.done.fetch_add(1, SeqCst);
+                    shard.counters.done.fetch_add(1, SeqCst);
                 }
                 None
             }
             crate::BackpressureMode::Block => shard
-                .push_blocking(slot, || inner.state.load(SeqCst) & CLOSING != 0)
+                .push_blocking(slot, || inner.state.closing())
                 .err()
                 .map(|slot| (IngestionError::ShuttingDown, slot)),
         };
         if let Some((e, slot)) = refused {
-            counters.reserved_by_parity[parity].fetch_sub(1, SeqCst);
+            drop(reservation);
             let reason = match e {
                 IngestionError::Backpressure => &stats.rejected.backpressure,
                 _ => &stats.rejected.shutting_down,
@@ -360,11 +352,7 @@ impl EventBus {
             drop(slot);
             return Err(e);
         }
-        counters.pushed_by_parity[parity].fetch_add(1, SeqCst);
-        // The other parity only matters right after a resize; reading it is cheap, as it
-        // shares the cache line just written.
-        let reserved = reserved.wrapping_add(counters.reserved_by_parity[parity ^ 1].load(Relaxed));
-        shard.wake_worker_if_due(reserved);
+        shard.pushed(reservation);
         drop(evicted);
         Ok(())
     }
@@ -446,7 +434,7 @@ impl Drop for EventBus {
             return;
         }
         // Refuse new events at once; drain and stop in the background.
-        self.inner.state.fetch_or(CLOSING, SeqCst);
+        self.inner.state.close();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let inner = self.inner.clone();
             rt.spawn(async move {
@@ -592,7 +580,7 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
 
 impl Inner {
     fn closing(&self) -> bool {
-        self.state.load(SeqCst) & CLOSING != 0
+        self.state.closing()
     }
 
     fn urgent(&self, shard: &Shard) -> bool {
@@ -623,7 +611,7 @@ impl Inner {
             table,
             shards,
         });
-        self.state.fetch_add(1, SeqCst);
+        self.state.bump_version();
     }
 
     async fn suggest(&self, policy: &ScalingPolicy) -> ScalingDecision {
@@ -946,7 +934,7 @@ impl Inner {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
-        self.state.fetch_or(CLOSING, SeqCst);
+        self.state.close();
         // Wait for a resize in progress; none can start after the closing bit.
         drop(self.scaling.lock().await);
         for shard in self.all_shards() {

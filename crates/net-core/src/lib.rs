@@ -30,7 +30,9 @@ mod nonce;
 mod routing;
 mod scaling;
 mod shard;
+mod state;
 mod stats;
+mod sync;
 
 pub use bus::EventBus;
 pub use config::{
