@@ -27,11 +27,10 @@
 //! position, or only corrupt entries were found) is recorded as a [`ShardGap`] and the shard is
 //! polled again from the new position, a few times at most.
 
-use crate::bus::Inner;
 use crate::cursor::BusCursor;
 use crate::error::{ConsumerError, ConsumerResult};
 use crate::filter::Filter;
-use net_adapter::{ShardPollResult, StoredEvent};
+use net_adapter::{Adapter, ShardPollResult, StoredEvent};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -138,7 +137,7 @@ struct ShardPage {
 }
 
 async fn fetch(
-    inner: Arc<Inner>,
+    adapter: Arc<dyn Adapter>,
     shard_id: u16,
     mut cursor: Option<String>,
     limit: usize,
@@ -150,8 +149,7 @@ async fn fetch(
             events,
             cursor: next,
             has_more,
-        } = inner
-            .adapter
+        } = adapter
             .poll_shard(shard_id, cursor.as_deref(), limit)
             .await
             .map_err(|e| match ConsumerError::from(e) {
@@ -183,11 +181,13 @@ async fn fetch(
     }
 }
 
+/// Polls `adapter` for `request` on a bus of `shard_count` shards (ids `0..shard_count`,
+/// retired ones included).
 pub(crate) async fn poll(
-    inner: &Arc<Inner>,
+    adapter: &Arc<dyn Adapter>,
+    shard_count: usize,
     request: ConsumeRequest,
 ) -> ConsumerResult<ConsumeResponse> {
-    let shard_count = inner.all_shards().len();
     let mut cursor = match request.from_id.as_deref() {
         None => BusCursor::new(),
         Some(s) => BusCursor::decode(s).map_err(|e| ConsumerError::InvalidCursor(e.to_string()))?,
@@ -214,7 +214,7 @@ pub(crate) async fn poll(
     let mut tasks = tokio::task::JoinSet::new();
     for &shard in &shards {
         let from = cursor.get(shard).map(str::to_owned);
-        tasks.spawn(fetch(inner.clone(), shard, from, per_shard));
+        tasks.spawn(fetch(adapter.clone(), shard, from, per_shard));
     }
     let mut pages = Vec::with_capacity(shards.len());
     let mut gaps = Vec::new();
@@ -235,7 +235,7 @@ pub(crate) async fn poll(
     let unencodable = |e: crate::cursor::CursorError| {
         ConsumerError::Adapter(net_adapter::AdapterError::Fatal(format!(
             "{}: {e}",
-            inner.adapter.name()
+            adapter.name()
         )))
     };
     let mut has_more = false;

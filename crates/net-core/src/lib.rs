@@ -20,19 +20,24 @@
 //! [`AdapterFactory`].
 
 mod bus;
+mod clock;
 mod config;
 mod consume;
 mod cursor;
 mod error;
 mod event;
 mod filter;
+mod inner;
+mod lifecycle;
 mod nonce;
+mod resize;
 mod routing;
 mod scaling;
 mod shard;
 mod state;
 mod stats;
 mod sync;
+mod worker;
 
 pub use bus::EventBus;
 pub use config::{
