@@ -728,6 +728,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("psk");
         std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
+        // Whatever the umask made of it, a key file must be private to be read at all.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         assert_eq!(read_psk(&path).unwrap(), [0xab; 32]);
         for bad in ["ab", &"zz".repeat(32), &"é".repeat(32)] {
             std::fs::write(&path, bad).unwrap();
