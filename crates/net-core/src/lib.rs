@@ -19,6 +19,7 @@
 //! This crate depends on no broker client: adapters are plugged in through
 //! [`AdapterFactory`].
 
+mod batch;
 mod bus;
 mod clock;
 mod config;
@@ -39,6 +40,7 @@ mod stats;
 mod sync;
 mod worker;
 
+pub use batch::BatchIngest;
 pub use bus::EventBus;
 pub use config::{
     AdapterFactory, AdapterInstance, BackpressureMode, BatchConfig, DropObserver, DropReason,
