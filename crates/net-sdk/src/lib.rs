@@ -50,10 +50,10 @@ pub use net_adapter_log::{
 #[cfg(feature = "redis")]
 pub use net_adapter_redis::{self as redis, RedisAdapterConfig, WriteMode};
 pub use net_core::{
-    AdapterFactory, AdapterInstance, BackpressureMode, BatchConfig, ConfigError, ConsumeRequest,
-    ConsumeResponse, ConsumerError, ConsumerResult, DropObserver, DropReason, DroppedEvents, Event,
-    EventBus, EventBusConfig, EventBusConfigBuilder, EventBusStats, Filter, FilterError,
-    IngestionError, IngestionResult, Ordering, RawEvent, RetryPolicy, SamplingPolicy,
+    AdapterFactory, AdapterInstance, BackpressureMode, BatchConfig, BatchIngest, ConfigError,
+    ConsumeRequest, ConsumeResponse, ConsumerError, ConsumerResult, DropObserver, DropReason,
+    DroppedEvents, Event, EventBus, EventBusConfig, EventBusConfigBuilder, EventBusStats, Filter,
+    FilterError, IngestionError, IngestionResult, Ordering, RawEvent, RetryPolicy, SamplingPolicy,
     ScalingDecision, ScalingError, ScalingPolicy, ShardGap, StatsSnapshot, MAX_POLL_LIMIT,
 };
 #[cfg(feature = "net")]
