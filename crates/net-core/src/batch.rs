@@ -32,10 +32,18 @@ impl BatchIngest {
 impl EventBus {
     /// Ingests every event of `events`, in order, each as [`EventBus::ingest_raw`] would, and
     /// reports how many were accepted and which were refused.
+    ///
+    /// The whole call routes with one snapshot of the routing table (reloaded only if a resize
+    /// races it) and stamps its events with one insertion timestamp; a shard's worker is woken
+    /// at most once for the events of one call, as for single calls.
     pub fn ingest_raw_batch(&self, events: impl IntoIterator<Item = RawEvent>) -> BatchIngest {
+        let inner = self.inner();
         let mut outcome = BatchIngest::default();
+        let mut routing = inner.routing.load();
+        let now = inner.clock.now_ns();
         for (index, event) in events.into_iter().enumerate() {
-            record(&mut outcome, index, self.ingest_raw(event));
+            let result = self.ingest_routed(event, &mut routing, Some(now));
+            record(&mut outcome, index, result);
         }
         outcome
     }

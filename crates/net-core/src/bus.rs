@@ -189,6 +189,28 @@ impl EventBus {
     /// ingest again.
     pub fn ingest_raw(&self, event: RawEvent) -> IngestionResult<()> {
         let inner = &*self.inner;
+        let mut routing = inner.routing.load();
+        self.ingest_routed(event, &mut routing, None)
+    }
+
+    /// What the bus shares with its tasks, for the other files of this crate.
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// The body of [`EventBus::ingest_raw`], with the routing snapshot given by the caller.
+    /// One event at a time loads a snapshot per event; a batch loads one for the whole call.
+    /// When a resize raced the snapshot, the new one is loaded into `routing`, so the rest of a
+    /// batch routes with it. `now` is the insertion timestamp a batch gives all its events
+    /// (`None`: read the clock).
+    #[inline(always)]
+    pub(crate) fn ingest_routed(
+        &self,
+        event: RawEvent,
+        routing: &mut arc_swap::Guard<Arc<Routing>>,
+        now: Option<u64>,
+    ) -> IngestionResult<()> {
+        let inner = &*self.inner;
         let stats = &inner.stats;
         let max = inner.config.max_event_bytes;
         if event.len() > max {
@@ -205,7 +227,6 @@ impl EventBus {
             }
         }
         let mut reroutes = 0u32;
-        let mut routing = inner.routing.load();
         let (shard, reservation) = loop {
             let shard = &routing.shards[routing.route(event.hash())];
             let parity = (routing.version & 1) as usize;
@@ -229,11 +250,11 @@ impl EventBus {
             if reroutes > 1 {
                 std::thread::yield_now();
             }
-            routing = inner.routing.load();
+            *routing = inner.routing.load();
         };
         let slot = Slot {
             raw: event.into_bytes(),
-            ts: inner.clock.now_ns(),
+            ts: now.unwrap_or_else(|| inner.clock.now_ns()),
         };
         // A payload that leaves here unqueued (refused, or evicted by this push) is dropped
         // only after the bookkeeping: its `Drop` may be user code (`Bytes::from_owner`), and

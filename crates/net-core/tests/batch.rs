@@ -120,3 +120,63 @@ async fn after_shutdown_every_event_of_a_batch_is_refused() {
     let empty = bus.ingest_raw_batch(Vec::new());
     assert!(empty.all_accepted() && empty.accepted == 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_racing_resizes_keep_every_event_once() {
+    let config = EventBusConfig::builder()
+        .shards(2)
+        .ring_capacity(256)
+        .backpressure(BackpressureMode::Block)
+        .adapter(MemoryAdapterConfig::default())
+        .build()
+        .unwrap();
+    let bus = std::sync::Arc::new(EventBus::new(config).await.unwrap());
+    const KEYS: usize = 16;
+    const BATCHES: usize = 200;
+    const PER_BATCH: usize = 64;
+    let producer = {
+        let bus = bus.clone();
+        std::thread::spawn(move || {
+            let mut accepted = 0;
+            for b in 0..BATCHES {
+                let events = (0..PER_BATCH).map(|i| {
+                    let n = b * PER_BATCH + i;
+                    let key = n % KEYS;
+                    RawEvent::with_key(format!(r#"{{"k":{key},"n":{n}}}"#), key.to_string())
+                });
+                let outcome = bus.ingest_raw_batch(events);
+                assert!(outcome.all_accepted(), "{outcome:?}");
+                accepted += outcome.accepted;
+            }
+            accepted
+        })
+    };
+    for _ in 0..5 {
+        let added = bus.add_shards(2).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        bus.remove_shards(vec![added[0]]).await.unwrap();
+    }
+    let accepted = tokio::task::spawn_blocking(move || producer.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(accepted, BATCHES * PER_BATCH);
+    bus.flush().await.unwrap();
+    let stored = poll_all(&bus, 1000, Ordering::Sequence, None).await;
+    assert_eq!(stored.len(), BATCHES * PER_BATCH);
+    let mut all: Vec<u64> = stored
+        .iter()
+        .map(|event| {
+            let v: serde_json::Value = serde_json::from_slice(&event.raw).unwrap();
+            v["n"].as_u64().unwrap()
+        })
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        BATCHES * PER_BATCH,
+        "an event was lost or stored twice"
+    );
+    bus.shutdown_via_ref().await.unwrap();
+    assert_balanced(bus.stats());
+}
