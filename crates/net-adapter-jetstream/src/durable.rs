@@ -12,8 +12,8 @@
 //! a [`Delivery`] whose [`event`](Delivery::event) is a [`RecordError`], so the caller can log
 //! or dead-letter it.
 
-use crate::adapter::{chain, Conn};
 use crate::config::DeliverPolicy;
+use crate::connection::{chain, Conn};
 use crate::record;
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};

@@ -54,12 +54,21 @@
 
 mod adapter;
 mod config;
+mod connection;
+mod counters;
 mod cursor;
 mod durable;
-mod layout;
+#[cfg(feature = "test-hooks")]
+mod fault;
+mod read;
 mod record;
+mod shard_stream;
 mod stream_layout;
+mod write;
 
-pub use adapter::{JetStreamAdapter, JetStreamFault, RequestCounts};
+pub use adapter::JetStreamAdapter;
 pub use config::{redact_url, DeliverPolicy, JetStreamAdapterConfig, ReadPath, SHARD_PLACEHOLDER};
+pub use counters::RequestCounts;
 pub use durable::{Delivery, DurableConsumer, DurableConsumerConfig, DurableState, RecordError};
+#[cfg(feature = "test-hooks")]
+pub use fault::JetStreamFault;

@@ -9,8 +9,8 @@
 //! exactly one wins; the loser's publish fails with "wrong last sequence" and it reads the
 //! winner's record.
 
-use crate::adapter::{chain, classify_publish, Conn};
 use crate::config::JetStreamAdapterConfig;
+use crate::connection::{chain, classify_publish, Conn};
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
 use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::stream::{
