@@ -24,8 +24,41 @@ fn the_builder_example_compiles_verbatim() -> Result<(), ConfigError> {
         )
         .scaling(ScalingPolicy::default())
         .build()?;
-    let _ = config;
+    assert_eq!(config.shards, 16);
+    assert_eq!(config.ring_capacity, 4096);
+    assert_eq!(config.batch.max_events, 1024);
+    assert_eq!(config.batch.max_delay_ms, 5);
+    assert_eq!(config.backpressure, BackpressureMode::DropOldest);
+    assert!(config.scaling.is_some(), "the scaling policy was dropped");
+    // The adapter the builder was given: the mesh, listening and dialing where it was told.
+    let adapter = AdapterConfig::net()
+        .listen("0.0.0.0:7777")
+        .peer("10.0.0.2:7777");
+    let AdapterConfig::Net(mesh) = &adapter else {
+        panic!("listen and peer must make a mesh configuration, got {adapter:?}");
+    };
+    assert_eq!(mesh.listen, Some("0.0.0.0:7777".parse().expect("address")));
+    assert_eq!(mesh.peers, vec!["10.0.0.2:7777".parse().expect("address")]);
+    assert!(mesh.validate().is_ok());
+    let rendered = format!("{:?}", config.adapter);
+    assert!(
+        rendered.contains("0.0.0.0:7777") && rendered.contains("10.0.0.2:7777"),
+        "the bus configuration lost the mesh addresses: {rendered}"
+    );
     Ok(())
+}
+
+#[test]
+fn a_mesh_address_that_does_not_parse_is_refused() {
+    let adapter = AdapterConfig::net().listen("not an address");
+    let AdapterConfig::Net(mesh) = &adapter else {
+        panic!("listen must make a mesh configuration, got {adapter:?}");
+    };
+    assert_eq!(mesh.listen, None);
+    assert!(
+        mesh.validate().is_err(),
+        "an unparsable listen address was accepted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
