@@ -8,14 +8,14 @@ use redis::{Client, ErrorKind, ServerErrorKind, Value};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::{ConfigError, RedisAdapterConfig, WriteMode};
 use crate::entry::{decode, encode_d, encode_dedup_id, parse_entries, Decoded};
-use crate::error::{Context, Secrets};
+use crate::error::Secrets;
 use crate::group::GroupConsumer;
 use crate::id::StreamId;
-use crate::link::{Link, LinkError};
+use crate::inner::{link_error, Inner};
+use crate::link::Link;
 
 /// The write script: appends a batch unless its batch key says it is already stored.
 ///
@@ -47,23 +47,6 @@ return written
 /// The longest piece of a bad cursor an error message quotes.
 const QUOTED_CURSOR: usize = 48;
 
-/// What the adapter and its group consumers share.
-pub(crate) struct Inner {
-    pub(crate) config: RedisAdapterConfig,
-    pub(crate) secrets: Secrets,
-    /// Batches go through this connection.
-    pub(crate) writer: Link,
-    /// Reads, acknowledgements and health checks go through this one, so they never queue
-    /// behind a slow write (or one held up by the server) on the same socket.
-    pub(crate) reader: Link,
-    script: redis::Script,
-    shut_down: AtomicBool,
-    /// Held shared by every call and exclusively by `shutdown`, which so waits (bounded)
-    /// for the calls in flight.
-    gate: tokio::sync::RwLock<()>,
-    initialised: AtomicBool,
-}
-
 /// The Redis Streams adapter.
 ///
 /// Shard `n` is the stream `{stream_name}:shard:{n}`; every event is one entry with the
@@ -89,16 +72,6 @@ impl fmt::Debug for RedisAdapter {
 impl fmt::Display for RedisAdapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "redis adapter on {}", self.inner.config)
-    }
-}
-
-/// Maps a link failure to an adapter error.
-pub(crate) fn link_error(ctx: &Context<'_>, err: LinkError, timeout: Duration) -> AdapterError {
-    match err {
-        LinkError::Timeout => ctx.timeout(timeout),
-        // The client's own response timeout: the same situation, the same message.
-        LinkError::Redis(err) if err.is_timeout() => ctx.timeout(timeout),
-        LinkError::Redis(err) => ctx.redis(&err),
     }
 }
 
@@ -170,62 +143,6 @@ impl RedisAdapter {
 }
 
 impl Inner {
-    /// Enters the shutdown gate: `Shutdown` once shutdown has begun.
-    pub(crate) async fn enter(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>, AdapterError> {
-        let guard = self.gate.read().await;
-        if self.shut_down.load(Ordering::Acquire) {
-            return Err(AdapterError::Shutdown);
-        }
-        Ok(guard)
-    }
-
-    /// An error context for `operation` on `shard`.
-    pub(crate) fn ctx<'a>(&'a self, operation: &'a str, shard: Option<u16>) -> Context<'a> {
-        Context {
-            operation,
-            shard,
-            secrets: &self.secrets,
-        }
-    }
-
-    /// Runs `cmd` on `link` and maps failures for `operation` on `shard`.
-    pub(crate) async fn query<T: redis::FromRedisValue + Send>(
-        &self,
-        link: &Link,
-        cmd: &redis::Cmd,
-        operation: &str,
-        shard: Option<u16>,
-    ) -> Result<T, AdapterError> {
-        link.run(|mut con| async move { cmd.query_async::<T>(&mut con).await })
-            .await
-            .map_err(|err| {
-                link_error(
-                    &self.ctx(operation, shard),
-                    err,
-                    self.config.command_timeout,
-                )
-            })
-    }
-
-    /// Runs `pipe` on `link` and maps failures for `operation` on `shard`.
-    pub(crate) async fn query_pipe<T: redis::FromRedisValue + Send>(
-        &self,
-        link: &Link,
-        pipe: &redis::Pipeline,
-        operation: &str,
-        shard: Option<u16>,
-    ) -> Result<T, AdapterError> {
-        link.run(|mut con| async move { pipe.query_async::<T>(&mut con).await })
-            .await
-            .map_err(|err| {
-                link_error(
-                    &self.ctx(operation, shard),
-                    err,
-                    self.config.command_timeout,
-                )
-            })
-    }
-
     /// The arguments of the write script after its name: keys, TTL, bound, then the events.
     fn script_call(&self, name: &str, first: &str, batch: &Batch) -> redis::Cmd {
         let shard = batch.shard_id;

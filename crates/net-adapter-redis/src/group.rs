@@ -22,9 +22,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapter::{link_error, Inner};
 use crate::entry::{decode, parse_entries, Decoded, RawEntry};
 use crate::id::StreamId;
+use crate::inner::{link_error, Inner};
 
 /// What one read from a consumer group returned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -66,6 +66,7 @@ mod entry;
 mod error;
 mod group;
 mod id;
+mod inner;
 mod link;
 
 pub use adapter::RedisAdapter;
