@@ -227,6 +227,40 @@ async fn bus_raw_once(bus: &EventBus, load: &Load, series: &mut Series) -> Resul
     Ok(elapsed)
 }
 
+/// Events per `ingest_raw_batch` call in the batch rows.
+const BATCH_CALL: usize = 1_000;
+
+/// The load through the bus with `ingest_raw_batch`, [`BATCH_CALL`] events per call, as a
+/// language binding sends them; then a flush, inside the measurement.
+async fn bus_raw_batch_once(bus: &EventBus, load: &Load, series: &mut Series) -> Result<Duration> {
+    let before = bus.stats().snapshot();
+    let failed = AtomicU64::new(0);
+    let produce = |index: usize| {
+        let mut events = load.events(index).cloned().peekable();
+        while events.peek().is_some() {
+            let outcome = bus.ingest_raw_batch(events.by_ref().take(BATCH_CALL));
+            if !outcome.refused.is_empty() {
+                failed.fetch_add(outcome.refused.len() as u64, Relaxed);
+            }
+        }
+    };
+    let (start, ()) = released(load.producers(), produce, || ())?;
+    bus.flush().await?;
+    let elapsed = start.elapsed();
+    series.problems.extend(count_problems(
+        &before,
+        &bus.stats().snapshot(),
+        load.total(),
+    ));
+    let failed = failed.load(Relaxed);
+    if failed > 0 {
+        series
+            .problems
+            .push(format!("{failed} events of batch calls were refused"));
+    }
+    Ok(elapsed)
+}
+
 /// The load through one bare `crossbeam_queue::ArrayQueue`, pushed and popped one at a
 /// time, to one consumer thread.
 fn array_queue_once(load: &Load, series: &mut Series) -> Result<Duration> {
@@ -348,11 +382,13 @@ pub(crate) async fn raw_rows(plan: &Plan) -> Result<Vec<Row>> {
                 .build()?,
         )
         .await?;
-        let [mut bus_series, mut queue, mut tokio, mut flume, mut monitored_series] =
-            <[Series; 5]>::default();
+        let [mut bus_series, mut queue, mut tokio, mut flume, mut monitored_series, mut batch_series] =
+            <[Series; 6]>::default();
         for timed in rounds(plan) {
             let elapsed = bus_raw_once(&bus, &load, &mut bus_series).await?;
             bus_series.record(timed, elapsed);
+            let elapsed = bus_raw_batch_once(&bus, &load, &mut batch_series).await?;
+            batch_series.record(timed, elapsed);
             let elapsed = bus_raw_once(&monitored, &load, &mut monitored_series).await?;
             monitored_series.record(timed, elapsed);
             let elapsed = array_queue_once(&load, &mut queue)?;
@@ -376,6 +412,17 @@ pub(crate) async fn raw_rows(plan: &Plan) -> Result<Vec<Row>> {
             .note("scaling policy with min = max = 16 shards, checked every 100 ms")
             .payload(PAYLOAD_BYTES)
             .problems(monitored_series.take_problems()),
+        );
+        rows.push(
+            Row::new(
+                name("ingest_raw_batch of 1,000"),
+                Unit::EventsPerSec,
+                batch_series.rates(total)?,
+            )
+            .baseline(name("ingest_raw"))
+            .note("the same events, 1,000 per ingest_raw_batch call")
+            .payload(PAYLOAD_BYTES)
+            .problems(batch_series.take_problems()),
         );
         rows.push(
             Row::new(
