@@ -8,6 +8,9 @@
 //! - every `unsafe` block has a `// SAFETY:` comment within the three lines above it (or in
 //!   the comment block directly above it).
 //!
+//! [`docs`] adds rules over the documents: every workspace member in ARCHITECTURE.md's code
+//! map, every `cargo xtask` command in CONTRIBUTING.md, nothing shipped called "planned".
+//!
 //! The patterns are assembled with `concat!` so this file does not trip its own scan, and
 //! `tests::repo_is_tidy` runs the check over the real repository so `cargo test` catches
 //! violations too.
@@ -19,6 +22,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::workspace_root;
+
+mod docs;
 
 /// Macros that must not appear in shipped code, each with the opening parenthesis.
 const FORBIDDEN_MACROS: [&str; 3] = [
@@ -56,7 +61,8 @@ impl fmt::Display for Violation {
 /// Runs the check over the workspace and prints every violation as `file:line: message`.
 pub(crate) fn run() -> Result<()> {
     let root = workspace_root();
-    let (files, violations) = check_repo(&root)?;
+    let (files, mut violations) = check_repo(&root)?;
+    violations.extend(docs::check(&root, &xtask_commands())?);
     for violation in &violations {
         println!("{violation}");
     }
@@ -69,6 +75,14 @@ pub(crate) fn run() -> Result<()> {
     }
     println!("tidy: {files} files checked, no violations");
     Ok(())
+}
+
+/// Every subcommand of `cargo xtask`: `ci`, its steps, and `bench`.
+fn xtask_commands() -> Vec<&'static str> {
+    let mut commands = vec!["ci"];
+    commands.extend(crate::STEPS.iter().map(|step| step.name));
+    commands.push("bench");
+    commands
 }
 
 /// Checks every Rust file under `crates/*/src` and `xtask/src` of `root`.
@@ -387,7 +401,13 @@ mod tests {
             "tidy found no Rust files under {}",
             root.display()
         );
-        let report: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        let docs =
+            super::docs::check(root, &super::xtask_commands()).expect("the documents are readable");
+        let report: Vec<String> = violations
+            .iter()
+            .chain(&docs)
+            .map(ToString::to_string)
+            .collect();
         assert!(
             report.is_empty(),
             "tidy violations (see `cargo xtask tidy`):\n{}",
