@@ -168,7 +168,7 @@ impl NetAdapter {
 
     /// Where this node stores peers' batches, if it stores any.
     pub fn storage(&self) -> Option<Arc<dyn Adapter>> {
-        self.node.storage.clone()
+        self.node.storage()
     }
 
     /// The peers connected now, in node id order.
@@ -294,8 +294,9 @@ impl Adapter for NetAdapter {
         let requests = covering.iter().take(want).map(|link| {
             let batch = batch.clone();
             async move {
-                let reply = link
-                    .request(&self.node, |request| Frame::Batch { request, batch })
+                let reply = self
+                    .node
+                    .request(link, |request| Frame::Batch { request, batch })
                     .await?;
                 match reply {
                     Reply::Ack(Ok(())) => Ok(()),
@@ -336,8 +337,9 @@ impl Adapter for NetAdapter {
         };
         let limit = limit.min(MAX_PAGE) as u32;
         let cursor = cursor.map(str::to_owned);
-        let reply = link
-            .request(&self.node, |request| Frame::PollRequest {
+        let reply = self
+            .node
+            .request(&link, |request| Frame::PollRequest {
                 request,
                 shard: shard_id,
                 cursor,
