@@ -8,6 +8,9 @@
 //! - every `unsafe` block has a `// SAFETY:` comment within the three lines above it (or in
 //!   the comment block directly above it).
 //!
+//! [`cycles`] adds one over `crates/*/src`: no two files of one crate import each other
+//! (crates still being taken apart are listed there and only reported).
+//!
 //! [`docs`] adds rules over the documents: every workspace member in ARCHITECTURE.md's code
 //! map, every `cargo xtask` command in CONTRIBUTING.md, nothing shipped called "planned".
 //!
@@ -23,6 +26,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::workspace_root;
 
+mod cycles;
 mod docs;
 
 /// Macros that must not appear in shipped code, each with the opening parenthesis.
@@ -63,6 +67,7 @@ pub(crate) fn run() -> Result<()> {
     let root = workspace_root();
     let (files, mut violations) = check_repo(&root)?;
     violations.extend(docs::check(&root, &xtask_commands())?);
+    violations.extend(import_cycles(&root)?);
     for violation in &violations {
         println!("{violation}");
     }
@@ -75,6 +80,23 @@ pub(crate) fn run() -> Result<()> {
     }
     println!("tidy: {files} files checked, no violations");
     Ok(())
+}
+
+/// The import cycles between files of one crate: those of the crates in
+/// [`cycles::TOLERATED`] are printed as notes, every other one is a violation.
+fn import_cycles(root: &Path) -> Result<Vec<Violation>> {
+    let mut violations = Vec::new();
+    for cycle in cycles::find(root)? {
+        if cycles::TOLERATED.contains(&cycle.krate.as_str()) {
+            eprintln!(
+                "tidy: note: {cycle} (crate {} is not yet held to the import-cycle rule)",
+                cycle.krate
+            );
+        } else {
+            violations.push(cycle.violation());
+        }
+    }
+    Ok(violations)
 }
 
 /// Every subcommand of `cargo xtask`: `ci`, its steps, and `bench`.
@@ -403,9 +425,11 @@ mod tests {
         );
         let docs =
             super::docs::check(root, &super::xtask_commands()).expect("the documents are readable");
+        let cycles = super::import_cycles(root).expect("the sources are readable");
         let report: Vec<String> = violations
             .iter()
             .chain(&docs)
+            .chain(&cycles)
             .map(ToString::to_string)
             .collect();
         assert!(
