@@ -7,6 +7,7 @@
 
 mod boundary;
 mod cmd;
+mod deny;
 mod steps;
 mod tidy;
 
@@ -75,8 +76,8 @@ const STEPS: &[Step] = &[
     },
     Step {
         name: "deny",
-        about: "cargo deny check licenses bans sources (skipped loudly when not installed)",
-        run: steps::deny,
+        about: "cargo deny check licenses bans sources, then a canary crate it must reject",
+        run: deny::run_step,
     },
 ];
 

@@ -146,18 +146,3 @@ pub(crate) fn doc() -> Result<()> {
     command.env("RUSTDOCFLAGS", "-D warnings");
     run(command)
 }
-
-/// `cargo deny check licenses bans sources`, skipped loudly when cargo-deny is missing.
-///
-/// Advisories are not checked here: they need the network to fetch the advisory database.
-pub(crate) fn deny() -> Result<()> {
-    if !succeeds(cargo(["deny", "--version"])) {
-        let rule = "!".repeat(72);
-        println!("{rule}");
-        println!("!! cargo-deny is NOT installed: licenses, bans and sources were NOT checked");
-        println!("!! install it with `cargo install --locked cargo-deny` and rerun");
-        println!("{rule}");
-        return Ok(());
-    }
-    run(cargo(["deny", "check", "licenses", "bans", "sources"]))
-}
