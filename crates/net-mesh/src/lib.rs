@@ -7,9 +7,10 @@
 //!
 //! The crate has two layers:
 //!
-//! - a sans-I/O protocol core ([`session`], [`frame`]): the handshake state machine,
-//!   framing, fragmentation and reassembly, rekeying; bytes in, frames and bytes out, no
-//!   sockets and no clock, so it is unit-tested and fuzzed in memory;
+//! - a sans-I/O protocol core (the private `session` and `frame` modules, public only with
+//!   the `fuzzing` feature; [`Session`] is exported): the handshake state machine, framing,
+//!   fragmentation and reassembly, rekeying; bytes in, frames and bytes out, no sockets and
+//!   no clock, so it is unit-tested and fuzzed in memory;
 //! - a tokio driver that runs sessions over TCP, and [`NetAdapter`], the bus adapter on top.
 //!
 //! The wire protocol is specified in `docs/mesh-protocol.md`.
@@ -62,10 +63,19 @@
 mod adapter;
 mod admission;
 mod config;
+#[cfg(feature = "fuzzing")]
 pub mod frame;
+// Its items are public for the `fuzzing` build; without it only the re-exports below are.
+#[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub)]
+mod frame;
 mod identity;
 mod node;
+#[cfg(feature = "fuzzing")]
 pub mod session;
+#[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub)]
+mod session;
 
 pub use adapter::{MeshError, NetAdapter, NodeStats, PeerInfo};
 pub use config::{NetAdapterConfig, NoPeerPolicy, MAX_COUNT, MAX_DURATION, MAX_FRAME_LIMIT};
