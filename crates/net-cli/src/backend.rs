@@ -6,7 +6,7 @@
 //! directory open; a second one fails at start with one line and status 1.
 
 use crate::exit::usage;
-use crate::mesh::MeshArgs;
+use crate::mesh_args::MeshArgs;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use net_sdk::{

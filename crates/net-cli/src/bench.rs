@@ -11,7 +11,7 @@
 use crate::backend::adapter_config;
 use crate::backend::{check_reachable, config_error, start_bus, LogArgs, StoreKind};
 use crate::histogram::Histogram;
-use crate::mesh::MeshArgs;
+use crate::mesh_args::MeshArgs;
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use clap::{Args, ValueEnum};

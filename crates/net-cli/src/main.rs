@@ -10,6 +10,7 @@ mod consume;
 mod exit;
 mod histogram;
 mod mesh;
+mod mesh_args;
 mod produce;
 
 use clap::{Parser, Subcommand};
