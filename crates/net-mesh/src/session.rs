@@ -24,9 +24,12 @@
 //! Noise transport nonces are implicit counters: a record replayed, dropped, reordered or
 //! altered fails authentication, and any failure ends the session for good.
 
+mod payload;
+
 use crate::frame::{Frame, FrameError};
 use crate::identity::{verify, EntityKeypair, NodeId};
 use bytes::Bytes;
+use payload::{identity_payload, signed_message};
 use snow::{HandshakeState, TransportState};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -44,10 +47,7 @@ pub const PROLOGUE: &[u8] = b"net-mesh/1";
 pub const MAX_NOISE_MESSAGE: usize = 65_535;
 /// The largest handshake message accepted; a longer length prefix ends the handshake at once.
 pub const MAX_HANDSHAKE_MESSAGE: usize = 512;
-/// Length of the identity payload carried in handshake messages two and three.
-pub const IDENTITY_PAYLOAD_LEN: usize = 1 + 32 + 64;
-/// Domain separation for the identity signature.
-const SIGNATURE_CONTEXT: &[u8] = b"net-mesh identity binding v1";
+pub use payload::IDENTITY_PAYLOAD_LEN;
 /// Authentication tag added by ChaCha20-Poly1305.
 const TAG_LEN: usize = 16;
 /// Largest plaintext in one transport message.
@@ -671,44 +671,10 @@ impl Session {
     }
 }
 
-/// The identity payload: version byte, ed25519 public key, signature over the context, the
-/// sender's Noise static key and the handshake hash.
-fn identity_payload(keypair: &EntityKeypair, static_public: &[u8; 32], hash: &[u8]) -> Vec<u8> {
-    let signature = keypair.sign(&signed_message(static_public, hash));
-    let mut out = Vec::with_capacity(IDENTITY_PAYLOAD_LEN);
-    out.push(1);
-    out.extend_from_slice(keypair.node_id().as_bytes());
-    out.extend_from_slice(&signature);
-    out
-}
-
-fn signed_message(static_public: &[u8], hash: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(SIGNATURE_CONTEXT.len() + static_public.len() + hash.len());
-    m.extend_from_slice(SIGNATURE_CONTEXT);
-    m.extend_from_slice(static_public);
-    m.extend_from_slice(hash);
-    m
-}
-
 /// Decodes a handshake identity payload into the claimed node id and its signature. Checks
 /// only the shape; the signature is verified by the session.
 pub fn decode_identity_payload(payload: &[u8]) -> Result<(NodeId, [u8; 64]), SessionError> {
-    if payload.len() != IDENTITY_PAYLOAD_LEN {
-        return Err(SessionError::Identity(
-            "identity payload has the wrong length",
-        ));
-    }
-    if payload[0] != 1 {
-        return Err(SessionError::Identity("unknown identity payload version"));
-    }
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&payload[1..33]);
-    let mut signature = [0u8; 64];
-    signature.copy_from_slice(&payload[33..]);
-    let id = NodeId::from_bytes(key);
-    id.verifying_key()
-        .map_err(|_| SessionError::Identity("identity key is not a valid point"))?;
-    Ok((id, signature))
+    payload::decode(payload).map_err(SessionError::Identity)
 }
 
 #[cfg(test)]

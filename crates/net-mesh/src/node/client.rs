@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-
 /// A reply to a request this node sent.
 pub(crate) enum Reply {
     Ack(Result<(), RemoteError>),

@@ -30,7 +30,6 @@ const WRITE_COALESCE: usize = 64;
 /// Bytes read per call during the handshake (a handshake record is at most 514 bytes).
 const HANDSHAKE_CHUNK: usize = 1024;
 
-
 /// What a completed handshake yields.
 struct Handshaken {
     peer: NodeId,
@@ -380,7 +379,10 @@ impl Node {
                 let node = self.clone();
                 let tx = link.tx.clone();
                 tokio::spawn(async move {
-                    let result = node.store.read(shard, cursor.as_deref(), limit as usize).await;
+                    let result = node
+                        .store
+                        .read(shard, cursor.as_deref(), limit as usize)
+                        .await;
                     let _ = tx
                         .send(Frame::PollResponse {
                             request,
@@ -421,7 +423,6 @@ impl Node {
         }
     }
 }
-
 
 fn role_label(role: Role) -> &'static str {
     match role {

@@ -143,5 +143,4 @@ impl Node {
         }
         self.changed.notify_waiters();
     }
-
 }

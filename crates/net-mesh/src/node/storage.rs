@@ -139,10 +139,9 @@ impl Store {
         let window_ends = tokio::time::Instant::now() + self.retry_window;
         let mut pause = STORAGE_RETRY_MIN;
         loop {
-            let attempt =
-                tokio::time::timeout(self.timeout, storage.on_batch(batch.clone()))
-                    .await
-                    .unwrap_or_else(|_| Err(AdapterError::Transient("storage timed out".into())));
+            let attempt = tokio::time::timeout(self.timeout, storage.on_batch(batch.clone()))
+                .await
+                .unwrap_or_else(|_| Err(AdapterError::Transient("storage timed out".into())));
             let error = match attempt {
                 Ok(()) => {
                     self.dedup.lock().insert(key);
@@ -152,8 +151,7 @@ impl Store {
                 Err(e) => e,
             };
             let now = tokio::time::Instant::now();
-            if !error.is_retryable() || now >= window_ends || closing.load(Ordering::SeqCst)
-            {
+            if !error.is_retryable() || now >= window_ends || closing.load(Ordering::SeqCst) {
                 self.counters.storage_errors.fetch_add(1, Ordering::Relaxed);
                 return Err(error);
             }
@@ -181,12 +179,7 @@ impl Store {
                 "this node does not store shard {shard}"
             )));
         }
-        match tokio::time::timeout(
-            self.timeout,
-            storage.poll_shard(shard, cursor, limit),
-        )
-        .await
-        {
+        match tokio::time::timeout(self.timeout, storage.poll_shard(shard, cursor, limit)).await {
             Ok(result) => result,
             Err(_) => Err(AdapterError::Transient("storage timed out".into())),
         }
