@@ -230,11 +230,6 @@ impl ProgressHandle {
                 .store(micros_since(self.epoch), Ordering::Relaxed);
         }
     }
-
-    /// How far the handshake got.
-    pub(crate) fn get(&self) -> u8 {
-        self.cell.stage.load(Ordering::Relaxed)
-    }
 }
 
 fn micros_since(epoch: Instant) -> u64 {

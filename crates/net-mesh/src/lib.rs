@@ -64,6 +64,11 @@ mod adapter;
 mod admission;
 mod config;
 #[cfg(feature = "fuzzing")]
+pub mod connection;
+#[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub)]
+mod connection;
+#[cfg(feature = "fuzzing")]
 pub mod frame;
 // Its items are public for the `fuzzing` build; without it only the re-exports below are.
 #[cfg(not(feature = "fuzzing"))]

@@ -1,5 +1,5 @@
-//! The session driver: one connection from its handshake to its end. The sans-I/O
-//! [`Session`] sits behind a mutex held only while bytes are encrypted or decrypted (never
+//! The connection driver: one connection from its handshake to its end. The sans-I/O
+//! [`Connection`] sits behind a mutex held only while bytes are encrypted or decrypted (never
 //! across an `.await`); a writer task drains the bounded frame queue into the socket, and the
 //! reading side dispatches the frames that arrive.
 
@@ -7,9 +7,10 @@ use super::client::{Link, Reply};
 use super::counters::Counters;
 use super::Node;
 use crate::admission::{FailReason, Progress, ProgressHandle, Ticket};
-use crate::frame::{Capabilities, CloseReason, Frame, RemoteError, PROTOCOL_VERSION};
+use crate::connection::{Connection, ConnectionError, ConnectionEvent};
+use crate::frame::{Capabilities, CloseReason, Frame, RemoteError};
 use crate::identity::NodeId;
-use crate::session::{Role, Session, SessionError, SessionEvent};
+use crate::session::{Role, SessionError};
 use net_adapter::AdapterError;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 /// Bytes read from the socket per call.
@@ -55,25 +56,24 @@ fn classify(error: &SessionError) -> FailReason {
 }
 
 impl Node {
-    /// Runs the handshake of one connection: Noise, then both sides' `Hello`, under the
-    /// handshake deadline (and, for a listener's connection, the first-message deadline).
+    /// Runs the handshake of one connection: Noise, then both sides' `Hello`. It waits for
+    /// the socket only until the connection's next deadline (`poll_timeout`), then lets the
+    /// connection decide whether that deadline ends it.
     async fn handshake(
         &self,
         reader: &mut OwnedReadHalf,
         writer: &mut OwnedWriteHalf,
-        session: &mut Session,
+        conn: &mut Connection,
         progress: Option<&ProgressHandle>,
-        started: tokio::time::Instant,
     ) -> Result<Handshaken, HandshakeFailure> {
-        let deadline = started + self.config.handshake_timeout;
-        let first_deadline = (started + self.config.first_message_timeout).min(deadline);
         let mut buf = [0u8; HANDSHAKE_CHUNK];
-        let mut peer = None;
-        let mut peer_caps = None;
+        let mut established = None;
         let mut early = Vec::new();
-        let timed_out = || (FailReason::Timeout, "handshake timed out".to_owned());
         loop {
-            let out = session.take_output();
+            let Some(deadline) = conn.poll_timeout().map(tokio::time::Instant::from_std) else {
+                return Err((FailReason::Closed, "connection closed".to_owned()));
+            };
+            let out = conn.take_output();
             if !out.is_empty() {
                 if let Some(p) = progress {
                     // A listener writes only in answer to a complete handshake message.
@@ -86,76 +86,45 @@ impl Node {
                             .fetch_add(out.len() as u64, Ordering::Relaxed);
                     }
                     Ok(Err(e)) => return Err((FailReason::Closed, format!("write failed: {e}"))),
-                    Err(_) => return Err(timed_out()),
+                    Err(_) => {
+                        conn.handle_timeout(now()).map_err(failure)?;
+                        continue;
+                    }
                 }
             }
-            if let (Some(peer), Some(capabilities)) = (peer, peer_caps.take()) {
+            if let Some((peer, capabilities)) = established.take() {
                 return Ok(Handshaken {
                     peer,
                     capabilities,
                     early,
                 });
             }
-            let waiting_for_first = progress.is_some_and(|p| p.get() == Progress::Accepted as u8);
-            let limit = if waiting_for_first {
-                first_deadline
-            } else {
-                deadline
-            };
-            let n = match tokio::time::timeout_at(limit, reader.read(&mut buf)).await {
+            let n = match tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
                 Ok(Ok(0)) => {
                     return Err((FailReason::Closed, "connection closed by peer".to_owned()))
                 }
                 Ok(Err(e)) => return Err((FailReason::Closed, format!("read failed: {e}"))),
                 Ok(Ok(n)) => n,
                 Err(_) => {
-                    let _ = session.handle_timeout(Instant::now() + self.config.handshake_timeout);
-                    if waiting_for_first {
-                        return Err((
-                            FailReason::Timeout,
-                            "no handshake message before the first-message deadline".to_owned(),
-                        ));
-                    }
-                    return Err(timed_out());
+                    conn.handle_timeout(now()).map_err(failure)?;
+                    continue;
                 }
             };
             self.counters
                 .bytes_in
                 .fetch_add(n as u64, Ordering::Relaxed);
-            if let Err(e) = session.handle_input(&buf[..n]) {
-                return Err((classify(&e), e.to_string()));
-            }
-            while let Some(event) = session.poll_event() {
+            conn.handle_input(&buf[..n], now()).map_err(failure)?;
+            while let Some(event) = conn.poll_event() {
                 match event {
-                    SessionEvent::Connected(id) => {
+                    ConnectionEvent::Authenticated(_) => {
                         if let Some(p) = progress {
                             p.advance(Progress::Authenticated);
                         }
-                        peer = Some(id);
-                        let hello = Frame::Hello {
-                            version: PROTOCOL_VERSION,
-                            capabilities: self.capabilities.clone(),
-                        };
-                        if let Err(e) = session.send(&hello) {
-                            return Err((classify(&e), e.to_string()));
-                        }
                     }
-                    SessionEvent::Frame(Frame::Hello {
-                        version,
-                        capabilities,
-                    }) if peer_caps.is_none() && peer.is_some() => {
-                        if version != PROTOCOL_VERSION {
-                            return Err((
-                                FailReason::Protocol,
-                                format!("peer speaks protocol version {version}"),
-                            ));
-                        }
-                        peer_caps = Some(capabilities);
+                    ConnectionEvent::Established { peer, capabilities } => {
+                        established = Some((peer, capabilities));
                     }
-                    SessionEvent::Frame(frame) if peer_caps.is_some() => early.push(frame),
-                    SessionEvent::Frame(_) => {
-                        return Err((FailReason::Protocol, "first frame is not hello".to_owned()));
-                    }
+                    ConnectionEvent::Frame(frame) => early.push(frame),
                 }
             }
         }
@@ -174,8 +143,14 @@ impl Node {
     ) -> bool {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
-        let mut session = match Session::new(self.session.clone(), role, Instant::now()) {
-            Ok(s) => s,
+        let connection = Connection::new(
+            self.session.clone(),
+            self.connection.clone(),
+            role,
+            started.into_std(),
+        );
+        let mut conn = match connection {
+            Ok(c) => c,
             Err(e) => {
                 warn!(%addr, reason = %e, "mesh session could not start");
                 return false;
@@ -184,13 +159,7 @@ impl Node {
         let mut stop = self.shutdown.subscribe();
         let result = {
             let progress = ticket.as_ref().map(Ticket::progress);
-            let handshake = self.handshake(
-                &mut reader,
-                &mut writer,
-                &mut session,
-                progress.as_ref(),
-                started,
-            );
+            let handshake = self.handshake(&mut reader, &mut writer, &mut conn, progress.as_ref());
             match ticket.as_mut() {
                 Some(ticket) => tokio::select! {
                     _ = &mut ticket.evicted => Err((
@@ -245,7 +214,7 @@ impl Node {
         );
         let mut buf = vec![0u8; READ_CHUNK];
 
-        let session = Arc::new(Mutex::new(session));
+        let conn = Arc::new(Mutex::new(conn));
         let (tx, rx) = mpsc::channel(self.config.send_queue);
         let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let link = Arc::new(Link {
@@ -259,13 +228,16 @@ impl Node {
         self.links.lock().insert(peer, link.clone());
         self.changed.notify_waiters();
 
-        let writer_task = tokio::spawn(write_loop(
-            session.clone(),
+        // Wakes the writer when reading left bytes to send (a pong).
+        let wake = Arc::new(Notify::new());
+        let mut writer_task = tokio::spawn(write_loop(
+            conn.clone(),
             writer,
             rx,
-            self.config.ping_interval,
+            wake.clone(),
             self.counters.clone(),
         ));
+        let mut writer_done = false;
         let inflight = Arc::new(Semaphore::new(self.config.max_inflight));
         for frame in early {
             if !self.dispatch(frame, &link, &inflight) {
@@ -276,29 +248,37 @@ impl Node {
         let reason = loop {
             let read = tokio::select! {
                 _ = stop.changed() => break "shutting down".to_owned(),
-                read = tokio::time::timeout(self.config.idle_timeout, reader.read(&mut buf)) => read,
+                // The writer ends the connection on its own when the connection's timer
+                // closes it (idle peer) or the socket refuses a write.
+                ended = &mut writer_task => {
+                    writer_done = true;
+                    break ended.unwrap_or_else(|e| format!("writer failed: {e}"));
+                }
+                read = reader.read(&mut buf) => read,
             };
             let n = match read {
-                Ok(Ok(0)) => break "connection closed by peer".to_owned(),
-                Ok(Ok(n)) => {
+                Ok(0) => break "connection closed by peer".to_owned(),
+                Ok(n) => {
                     self.counters
                         .bytes_in
                         .fetch_add(n as u64, Ordering::Relaxed);
                     n
                 }
-                Ok(Err(e)) => break format!("read failed: {e}"),
-                Err(_) => break "peer idle past the liveness timeout".to_owned(),
+                Err(e) => break format!("read failed: {e}"),
             };
             let mut frames = Vec::new();
             {
-                let mut s = session.lock();
-                if let Err(e) = s.handle_input(&buf[..n]) {
+                let mut c = conn.lock();
+                if let Err(e) = c.handle_input(&buf[..n], now()) {
                     break format!("session failed: {e}");
                 }
-                while let Some(event) = s.poll_event() {
-                    if let SessionEvent::Frame(f) = event {
+                while let Some(event) = c.poll_event() {
+                    if let ConnectionEvent::Frame(f) = event {
                         frames.push(f);
                     }
+                }
+                if c.has_output() {
+                    wake.notify_one();
                 }
             }
             let mut open = true;
@@ -325,8 +305,10 @@ impl Node {
         }
         drop(tx);
         link.pending.lock().clear();
-        let _ = tokio::time::timeout(Duration::from_millis(200), writer_task).await;
-        session.lock().close();
+        if !writer_done {
+            let _ = tokio::time::timeout(Duration::from_millis(200), writer_task).await;
+        }
+        conn.lock().close();
         self.changed.notify_waiters();
         true
     }
@@ -405,21 +387,13 @@ impl Node {
                 }
                 true
             }
-            Frame::Ping(token) => {
-                let _ = link.tx.try_send(Frame::Pong(token));
-                true
-            }
-            Frame::Pong(_) => true,
+
             Frame::Close(reason) => {
                 debug!(peer = %link.id, ?reason, "mesh peer closed the session");
                 false
             }
-            Frame::Hello { .. } => {
-                warn!(peer = %link.id, "mesh peer sent a second hello");
-                false
-            }
-            // Handled inside the session; never delivered.
-            Frame::Rekey => true,
+            // Answered, refused or applied inside the connection core; never delivered.
+            Frame::Hello { .. } | Frame::Ping(_) | Frame::Pong(_) | Frame::Rekey => true,
         }
     }
 }
@@ -431,71 +405,108 @@ fn role_label(role: Role) -> &'static str {
     }
 }
 
-/// Encrypts queued frames and writes them; pings when the queue stays idle.
+/// Encrypts queued frames and writes them. Between frames it sleeps until the connection's
+/// next deadline (`poll_timeout`) and hands the time to it, which may queue a ping or end
+/// an idle connection. Returns why it stopped.
 async fn write_loop(
-    session: Arc<Mutex<Session>>,
-    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    conn: Arc<Mutex<Connection>>,
+    mut writer: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Frame>,
-    ping_interval: Duration,
+    wake: Arc<Notify>,
     counters: Arc<Counters>,
-) {
+) -> String {
     let mut out = Vec::with_capacity(2 * READ_CHUNK);
-    let mut ping = 0u64;
-    loop {
-        let first = match tokio::time::timeout(ping_interval, rx.recv()).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(_) => {
-                ping += 1;
-                Frame::Ping(ping)
+    let reason = loop {
+        let deadline = conn.lock().poll_timeout();
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
             }
         };
-        let mut closing = matches!(first, Frame::Close(_));
+        let first = tokio::select! {
+            frame = rx.recv() => match frame {
+                Some(frame) => Some(frame),
+                None => break "send queue closed".to_owned(),
+            },
+            () = timer => None,
+            () = wake.notified() => None,
+        };
+        let mut closing = matches!(first, Some(Frame::Close(_)));
+        let mut ended = None;
         {
-            let mut s = session.lock();
-            if !send_one(&mut s, &first) {
-                break;
-            }
-            let mut n = 1;
-            while !closing && n < WRITE_COALESCE {
-                let Ok(frame) = rx.try_recv() else { break };
-                closing = matches!(frame, Frame::Close(_));
-                if !send_one(&mut s, &frame) {
-                    return;
+            let mut c = conn.lock();
+            let now = now();
+            if let Err(e) = c.handle_timeout(now) {
+                ended = Some(e.to_string());
+            } else if let Some(first) = first {
+                if let Err(e) = send_one(&mut c, &first, now) {
+                    ended = Some(e);
                 }
-                n += 1;
+                let mut n = 1;
+                while ended.is_none() && !closing && n < WRITE_COALESCE {
+                    let Ok(frame) = rx.try_recv() else { break };
+                    closing = matches!(frame, Frame::Close(_));
+                    if let Err(e) = send_one(&mut c, &frame, now) {
+                        ended = Some(e);
+                    }
+                    n += 1;
+                }
             }
-            s.drain_output_into(&mut out);
+            c.drain_output_into(&mut out);
         }
-        if writer.write_all(&out).await.is_err() {
-            break;
+        if !out.is_empty() {
+            if let Err(e) = writer.write_all(&out).await {
+                break format!("write failed: {e}");
+            }
+            counters
+                .bytes_out
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            out.clear();
+            if out.capacity() > 8 * READ_CHUNK {
+                out.shrink_to(2 * READ_CHUNK);
+            }
         }
-        counters
-            .bytes_out
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
-        out.clear();
-        if out.capacity() > 8 * READ_CHUNK {
-            out.shrink_to(2 * READ_CHUNK);
+        if let Some(reason) = ended {
+            break reason;
         }
         if closing {
-            break;
+            break "closed".to_owned();
         }
-    }
+    };
     let _ = writer.shutdown().await;
+    reason
 }
 
-/// Encrypts one frame into the session's output. A frame above the size limit is dropped
-/// (its requester times out) without ending the session; any other failure ends it.
-fn send_one(session: &mut Session, frame: &Frame) -> bool {
-    match session.send(frame) {
-        Ok(()) => true,
+/// Encrypts one frame into the connection's output. A frame above the size limit is dropped
+/// (its requester times out) without ending the connection; any other failure ends it.
+fn send_one(conn: &mut Connection, frame: &Frame, now: Instant) -> Result<(), String> {
+    match conn.send(frame, now) {
+        Ok(()) => Ok(()),
         Err(SessionError::TooLarge(size)) => {
             warn!(size, "mesh frame above the size limit dropped");
-            true
+            Ok(())
         }
         Err(e) => {
             debug!(reason = %e, "mesh send failed");
-            false
+            Err(format!("send failed: {e}"))
         }
     }
+}
+
+/// The time as the connection core sees it, from tokio's clock.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The counted reason and the logged detail of a failed handshake.
+fn failure(error: ConnectionError) -> HandshakeFailure {
+    let reason = match &error {
+        ConnectionError::Session(e) => classify(e),
+        ConnectionError::FirstMessageTimeout | ConnectionError::HandshakeTimeout => {
+            FailReason::Timeout
+        }
+        _ => FailReason::Protocol,
+    };
+    (reason, error.to_string())
 }

@@ -22,7 +22,8 @@ use storage::Store;
 
 use crate::admission::{Admission, FailureLog};
 use crate::config::NetAdapterConfig;
-use crate::frame::{Capabilities, CloseReason, Frame};
+use crate::connection::ConnectionConfig;
+use crate::frame::{CloseReason, Frame};
 use crate::identity::NodeId;
 use crate::session::SessionConfig;
 use net_adapter::{Adapter, AdapterError};
@@ -43,7 +44,8 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(5);
 pub(crate) struct Node {
     pub(crate) config: NetAdapterConfig,
     session: SessionConfig,
-    capabilities: Capabilities,
+    /// Settings of every connection above its session: Hello, deadlines, liveness.
+    connection: ConnectionConfig,
     /// This node's storage, serving peers' batches and polls.
     store: Store,
     links: Mutex<BTreeMap<NodeId, Arc<Link>>>,
@@ -68,7 +70,13 @@ impl Node {
         let (shutdown, _) = watch::channel(false);
         let counters = Arc::new(Counters::default());
         Arc::new(Self {
-            capabilities: config.capabilities(),
+            connection: ConnectionConfig {
+                capabilities: config.capabilities(),
+                handshake_timeout: config.handshake_timeout,
+                first_message_timeout: Some(config.first_message_timeout),
+                ping_interval: config.ping_interval,
+                idle_timeout: config.idle_timeout,
+            },
             admission: Admission::new(config.max_handshakes, config.max_handshakes_per_addr),
             failures: FailureLog::new(FAILURE_LOG_INTERVAL),
             store: Store::new(
