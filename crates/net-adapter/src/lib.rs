@@ -10,6 +10,7 @@
 //! - [`StreamLayout`]: the shard count producers and consumers of a stream agree on, which
 //!   adapters record in their backend;
 //! - [`NoopAdapter`] and [`MemoryAdapter`]: the two reference adapters;
+//! - [`redact_url`]: the one way every backend hides the secrets of a URL in messages;
 //! - [`payload`]: the one rule saying which payloads are JSON documents, shared by the
 //!   validated ingest path, the filter evaluator and adapters that embed payloads in JSON;
 //! - `conformance` (feature `conformance`): the checks every adapter must pass, and the
@@ -27,6 +28,7 @@ mod layout;
 mod memory;
 mod noop;
 pub mod payload;
+mod redact;
 mod types;
 
 pub use adapter::Adapter;
@@ -34,6 +36,7 @@ pub use error::{AdapterError, AdapterResult};
 pub use layout::{LayoutWrite, StreamLayout};
 pub use memory::{MemoryAdapter, MemoryAdapterConfig, MemoryFault};
 pub use noop::NoopAdapter;
+pub use redact::redact_url;
 pub use types::{dedup_id, Batch, BatchEvent, ShardPollResult, StoredEvent, MAX_PAGE};
 
 /// Re-exported so adapter authors use the same `async_trait` as the trait itself.
