@@ -242,7 +242,7 @@ fn error_paths_print_one_line() {
             2,
             "--key",
         ),
-        (vec!["produce"], 2, "--adapter"),
+        (vec!["produce", "--adapter", "kafka"], 2, "--adapter"),
         (
             vec![
                 "consume",
