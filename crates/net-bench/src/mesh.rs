@@ -331,7 +331,7 @@ async fn framing_pass(batches: &[Arc<Batch>], encrypted: bool) -> Result<f64> {
             }
             .to_bytes()
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let mut socket = TcpStream::connect(&addr).await?;
     socket.set_nodelay(true)?;
     let mut sender = Session::new(

@@ -336,6 +336,14 @@ impl Adapter for NetAdapter {
             return Err(self.no_peer(shard_id, 0, 1));
         };
         let limit = limit.min(MAX_PAGE) as u32;
+        // Cursors cross the wire behind a u16 length: a longer one is no peer's cursor, and
+        // encoding it would fail rather than cut it.
+        if let Some(c) = cursor.filter(|c| c.len() > usize::from(u16::MAX)) {
+            return Err(AdapterError::InvalidCursor(format!(
+                "cursor of {} bytes is longer than any peer's cursor",
+                c.len()
+            )));
+        }
         let cursor = cursor.map(str::to_owned);
         let reply = self
             .node

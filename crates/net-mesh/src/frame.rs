@@ -19,7 +19,8 @@ pub const MAX_RANGES: usize = 1024;
 pub const MAX_TAGS: usize = 64;
 /// Longest tag, in bytes.
 pub const MAX_TAG_LEN: usize = 255;
-/// Longest error message carried in a reply, in bytes (longer ones are cut).
+/// Longest error message carried in a reply, in bytes: [`RemoteError::from_adapter`] cuts
+/// longer ones, and encoding refuses them.
 pub const MAX_ERROR_LEN: usize = 1024;
 
 const KIND_HELLO: u8 = 0x01;
@@ -48,6 +49,41 @@ pub enum FrameError {
     /// A field holds a value the protocol does not allow.
     #[error("invalid field: {0}")]
     Invalid(&'static str),
+}
+
+/// Why a [`Frame`] could not be encoded: a field holds more than its length prefix, or the
+/// protocol's limit, allows. Nothing is cut to fit.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The field `field` holds `len` bytes (or items); at most `max` fit.
+    #[error("{field} of {len} exceeds the limit of {max}")]
+    TooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length, in bytes or items.
+        len: usize,
+        /// The most the encoding allows.
+        max: usize,
+    },
+    /// A field holds a value the decoder would refuse.
+    #[error("invalid field: {0}")]
+    Invalid(&'static str),
+}
+
+/// `len` if it is at most `max`, else the error naming `field`.
+fn check_len(field: &'static str, len: usize, max: usize) -> Result<usize, EncodeError> {
+    if len > max {
+        Err(EncodeError::TooLong { field, len, max })
+    } else {
+        Ok(len)
+    }
+}
+
+/// A length or count carried in a u32 field.
+fn len32(field: &'static str, len: usize) -> Result<u32, EncodeError> {
+    let max = u32::MAX as usize;
+    check_len(field, len, max).map(|n| n as u32)
 }
 
 /// An inclusive range of shard ids a node stores.
@@ -247,8 +283,18 @@ pub enum Frame {
 }
 
 impl Frame {
-    /// Appends the encoding of the frame to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the encoding of the frame to `out`. Fails, leaving `out` as it was, when a
+    /// field does not fit its length prefix or the protocol's limits (see [`EncodeError`]).
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        let result = self.encode_fields(out);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn encode_fields(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match self {
             Frame::Hello {
                 version,
@@ -256,21 +302,23 @@ impl Frame {
             } => {
                 out.push(KIND_HELLO);
                 out.extend_from_slice(&version.to_be_bytes());
-                let ranges = &capabilities.shards[..capabilities.shards.len().min(MAX_RANGES)];
-                put_u16(out, ranges.len() as u16);
+                let ranges = &capabilities.shards;
+                // MAX_RANGES fits a u16 and MAX_TAGS and MAX_TAG_LEN a u8.
+                put_u16(
+                    out,
+                    check_len("shard ranges", ranges.len(), MAX_RANGES)? as u16,
+                );
                 for r in ranges {
+                    if r.start > r.end {
+                        return Err(EncodeError::Invalid("shard range start after end"));
+                    }
                     put_u16(out, r.start);
                     put_u16(out, r.end);
                 }
-                let tags: Vec<&String> = capabilities
-                    .tags
-                    .iter()
-                    .filter(|t| t.len() <= MAX_TAG_LEN)
-                    .take(MAX_TAGS)
-                    .collect();
-                out.push(tags.len() as u8);
+                let tags = &capabilities.tags;
+                out.push(check_len("tags", tags.len(), MAX_TAGS)? as u8);
                 for tag in tags {
-                    out.push(tag.len() as u8);
+                    out.push(check_len("tag", tag.len(), MAX_TAG_LEN)? as u8);
                     out.extend_from_slice(tag.as_bytes());
                 }
             }
@@ -280,10 +328,10 @@ impl Frame {
                 put_u16(out, batch.shard_id);
                 put_u64(out, batch.process_nonce);
                 put_u64(out, batch.sequence_start);
-                put_u32(out, batch.events.len() as u32);
+                put_u32(out, len32("batch events", batch.events.len())?);
                 for event in &batch.events {
                     put_u64(out, event.insertion_ts);
-                    put_u32(out, event.raw.len() as u32);
+                    put_u32(out, len32("event payload", event.raw.len())?);
                     out.extend_from_slice(&event.raw);
                 }
             }
@@ -292,7 +340,7 @@ impl Frame {
                 put_u64(out, *request);
                 match result {
                     Ok(()) => out.push(0),
-                    Err(e) => put_error(out, e),
+                    Err(e) => put_error(out, e)?,
                 }
             }
             Frame::PollRequest {
@@ -308,7 +356,7 @@ impl Frame {
                     None => out.push(0),
                     Some(c) => {
                         out.push(1);
-                        put_str16(out, c);
+                        put_str16(out, "cursor", c)?;
                     }
                 }
                 put_u32(out, *limit);
@@ -319,25 +367,25 @@ impl Frame {
                 match result {
                     Ok(page) => {
                         out.push(0);
-                        put_str16(out, &page.cursor);
+                        put_str16(out, "cursor", &page.cursor)?;
                         out.push(u8::from(page.has_more));
-                        put_u32(out, page.events.len() as u32);
+                        put_u32(out, len32("page events", page.events.len())?);
                         for event in &page.events {
-                            put_str16(out, &event.id);
+                            put_str16(out, "event id", &event.id)?;
                             put_u64(out, event.insertion_ts);
                             put_u16(out, event.shard_id);
                             match &event.dedup_id {
                                 None => out.push(0),
                                 Some(d) => {
                                     out.push(1);
-                                    put_str16(out, d);
+                                    put_str16(out, "dedup id", d)?;
                                 }
                             }
-                            put_u32(out, event.raw.len() as u32);
+                            put_u32(out, len32("event payload", event.raw.len())?);
                             out.extend_from_slice(&event.raw);
                         }
                     }
-                    Err(e) => put_error(out, e),
+                    Err(e) => put_error(out, e)?,
                 }
             }
             Frame::Ping(token) => {
@@ -358,13 +406,14 @@ impl Frame {
             }
             Frame::Rekey => out.push(KIND_REKEY),
         }
+        Ok(())
     }
 
     /// The encoding of the frame as a new vector.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::new();
-        self.encode(&mut out);
-        out
+        self.encode(&mut out)?;
+        Ok(out)
     }
 
     /// Decodes one whole message. `bytes` is a [`Bytes`] so event payloads can share it
@@ -532,21 +581,19 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-/// A string of at most 65535 bytes, cut at a character boundary when longer.
-fn put_str16(out: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(u16::MAX as usize);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    put_u16(out, end as u16);
-    out.extend_from_slice(&s.as_bytes()[..end]);
+/// A string of at most 65535 bytes behind its u16 length; a longer one is an error.
+fn put_str16(out: &mut Vec<u8>, field: &'static str, s: &str) -> Result<(), EncodeError> {
+    put_u16(out, check_len(field, s.len(), u16::MAX.into())? as u16);
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
 }
 
-fn put_error(out: &mut Vec<u8>, e: &RemoteError) {
+/// An error reply; its message must already fit [`MAX_ERROR_LEN`] (as
+/// [`RemoteError::from_adapter`] makes it).
+fn put_error(out: &mut Vec<u8>, e: &RemoteError) -> Result<(), EncodeError> {
     out.push(e.kind.code());
-    let mut message = e.message.clone();
-    truncate_utf8(&mut message, MAX_ERROR_LEN);
-    put_str16(out, &message);
+    check_len("error message", e.message.len(), MAX_ERROR_LEN)?;
+    put_str16(out, "error message", &e.message)
 }
 
 fn truncate_utf8(s: &mut String, max: usize) {
@@ -727,7 +774,7 @@ mod tests {
     #[test]
     fn every_frame_round_trips() {
         for frame in samples() {
-            let bytes = frame.to_bytes();
+            let bytes = frame.to_bytes().unwrap();
             check(&bytes, Ok(frame));
         }
     }
@@ -749,7 +796,8 @@ mod tests {
             request: 1,
             batch: sample_batch(),
         }
-        .to_bytes();
+        .to_bytes()
+        .unwrap();
         bytes.truncate(bytes.len() - 1);
         check(&bytes, Err(FrameError::Truncated));
         // A reversed shard range.
@@ -784,10 +832,127 @@ mod tests {
         );
     }
 
+    /// Encodes `frame` after a marker byte; expects `expected` and the marker alone left
+    /// behind on failure.
+    fn check_encode(frame: Frame, expected: Result<(), EncodeError>) {
+        let mut out = vec![0xaa];
+        assert_eq!(frame.encode(&mut out), expected);
+        if expected.is_err() {
+            assert_eq!(out, [0xaa], "a failed encoding leaves nothing behind");
+        }
+    }
+
+    fn hello(shards: Vec<ShardRange>, tags: Vec<String>) -> Frame {
+        Frame::Hello {
+            version: PROTOCOL_VERSION,
+            capabilities: Capabilities { shards, tags },
+        }
+    }
+
+    fn too_long(field: &'static str, len: usize, max: usize) -> Result<(), EncodeError> {
+        Err(EncodeError::TooLong { field, len, max })
+    }
+
+    #[test]
+    fn encoding_refuses_what_does_not_fit_instead_of_cutting_it() {
+        let range = ShardRange::new(1, 2);
+        check_encode(hello(vec![range; MAX_RANGES], vec![]), Ok(()));
+        check_encode(
+            hello(vec![range; MAX_RANGES + 1], vec![]),
+            too_long("shard ranges", MAX_RANGES + 1, MAX_RANGES),
+        );
+        check_encode(
+            hello(vec![ShardRange { start: 9, end: 1 }], vec![]),
+            Err(EncodeError::Invalid("shard range start after end")),
+        );
+        check_encode(hello(vec![], vec!["t".into(); MAX_TAGS]), Ok(()));
+        check_encode(
+            hello(vec![], vec!["t".into(); MAX_TAGS + 1]),
+            too_long("tags", MAX_TAGS + 1, MAX_TAGS),
+        );
+        check_encode(hello(vec![], vec!["x".repeat(MAX_TAG_LEN)]), Ok(()));
+        check_encode(
+            hello(vec![], vec!["x".repeat(MAX_TAG_LEN + 1)]),
+            too_long("tag", MAX_TAG_LEN + 1, MAX_TAG_LEN),
+        );
+        let long = "é".repeat(40_000); // 80,000 bytes: the old encoder cut it to 65,534
+        let max16 = usize::from(u16::MAX);
+        check_encode(
+            Frame::PollRequest {
+                request: 1,
+                shard: 0,
+                cursor: Some(long.clone()),
+                limit: 1,
+            },
+            too_long("cursor", long.len(), max16),
+        );
+        let page = |cursor: &str, id: &str, dedup: &str| Frame::PollResponse {
+            request: 1,
+            result: Ok(ShardPollResult {
+                events: vec![StoredEvent {
+                    id: id.into(),
+                    raw: Bytes::from_static(b"{}"),
+                    insertion_ts: 1,
+                    shard_id: 0,
+                    dedup_id: Some(dedup.into()),
+                }],
+                cursor: cursor.into(),
+                has_more: false,
+            }),
+        };
+        check_encode(page(&"c".repeat(max16), "1", "d"), Ok(()));
+        check_encode(page(&long, "1", "d"), too_long("cursor", long.len(), max16));
+        check_encode(
+            page("1", &long, "d"),
+            too_long("event id", long.len(), max16),
+        );
+        check_encode(
+            page("1", "1", &long),
+            too_long("dedup id", long.len(), max16),
+        );
+        let error = |message: String| Frame::BatchAck {
+            request: 1,
+            result: Err(RemoteError {
+                kind: ErrorKind::Fatal,
+                message,
+            }),
+        };
+        check_encode(error("m".repeat(MAX_ERROR_LEN)), Ok(()));
+        check_encode(
+            error("m".repeat(MAX_ERROR_LEN + 1)),
+            too_long("error message", MAX_ERROR_LEN + 1, MAX_ERROR_LEN),
+        );
+        // Adapter errors are cut to the limit when the reply is made, at a char boundary.
+        let reply = RemoteError::from_adapter(&AdapterError::Fatal("é".repeat(MAX_ERROR_LEN)));
+        assert!(reply.message.len() <= MAX_ERROR_LEN);
+        check_encode(
+            Frame::PollResponse {
+                request: 2,
+                result: Err(reply),
+            },
+            Ok(()),
+        );
+    }
+
+    #[test]
+    fn u32_fields_refuse_lengths_beyond_four_gibibytes() {
+        assert_eq!(len32("event payload", 7), Ok(7));
+        assert_eq!(len32("event payload", u32::MAX as usize), Ok(u32::MAX));
+        let over = u32::MAX as usize + 1;
+        assert_eq!(
+            len32("event payload", over),
+            Err(EncodeError::TooLong {
+                field: "event payload",
+                len: over,
+                max: u32::MAX as usize,
+            })
+        );
+    }
+
     #[test]
     fn every_truncation_of_a_valid_message_is_an_error() {
         for frame in samples() {
-            let bytes = frame.to_bytes();
+            let bytes = frame.to_bytes().unwrap();
             for cut in 0..bytes.len() {
                 assert!(Frame::decode(&Bytes::copy_from_slice(&bytes[..cut])).is_err());
             }
@@ -802,14 +967,14 @@ mod tests {
 
         #[test]
         fn decoding_mutated_frames_never_panics(index in 0usize..12, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
-            let mut bytes = samples()[index].to_bytes();
+            let mut bytes = samples()[index].to_bytes().unwrap();
             for (at, value) in flips {
                 let at = at % bytes.len();
                 bytes[at] ^= value;
             }
             if let Ok(frame) = Frame::decode(&Bytes::from(bytes.clone())) {
                 // Whatever decodes must encode back to the same bytes.
-                prop_assert_eq!(frame.to_bytes(), bytes);
+                prop_assert_eq!(frame.to_bytes().unwrap(), bytes);
             }
         }
 
@@ -825,7 +990,7 @@ mod tests {
                 process_nonce: nonce,
             });
             let frame = Frame::Batch { request: 1, batch };
-            prop_assert_eq!(Frame::decode(&Bytes::from(frame.to_bytes())), Ok(frame));
+            prop_assert_eq!(Frame::decode(&Bytes::from(frame.to_bytes().unwrap())), Ok(frame));
         }
     }
 }

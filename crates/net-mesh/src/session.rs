@@ -26,7 +26,7 @@
 
 mod payload;
 
-use crate::frame::{Frame, FrameError};
+use crate::frame::{EncodeError, Frame, FrameError};
 use crate::identity::{verify, EntityKeypair, NodeId};
 use bytes::Bytes;
 use payload::{identity_payload, signed_message};
@@ -121,6 +121,10 @@ pub enum SessionError {
     /// A frame could not be decoded.
     #[error("malformed frame: {0}")]
     Frame(#[from] FrameError),
+    /// A frame to send cannot be encoded (a field too long for its length prefix). The
+    /// session stays open.
+    #[error("frame cannot be encoded: {0}")]
+    Encode(#[from] EncodeError),
     /// A frame to send is larger than the configured limit.
     #[error("frame of {0} bytes exceeds the limit")]
     TooLarge(usize),
@@ -601,12 +605,14 @@ impl Session {
     }
 
     /// Encodes, fragments and encrypts `frame` into the output. Fails when the session is not
-    /// established or the frame exceeds [`SessionConfig::max_frame`].
+    /// established, the frame cannot be encoded or it exceeds [`SessionConfig::max_frame`].
     pub fn send(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let mut buf = std::mem::take(&mut self.encode_buf);
         buf.clear();
-        frame.encode(&mut buf);
-        let result = self.send_encoded(&buf);
+        let result = match frame.encode(&mut buf) {
+            Ok(()) => self.send_encoded(&buf),
+            Err(e) => Err(e.into()),
+        };
         if buf.capacity() <= 4 * MAX_NOISE_MESSAGE {
             self.encode_buf = buf;
         }
@@ -624,7 +630,9 @@ impl Session {
         if frame.len() < MAX_PLAINTEXT {
             self.seal(&[RECORD_WHOLE], frame)?;
         } else {
-            let total = (frame.len() as u32).to_be_bytes();
+            let total = u32::try_from(frame.len())
+                .map_err(|_| SessionError::TooLarge(frame.len()))?
+                .to_be_bytes();
             let header = [RECORD_FIRST, total[0], total[1], total[2], total[3]];
             let (first, mut rest) = frame.split_at(MAX_CHUNK);
             self.seal(&header, first)?;
@@ -638,7 +646,7 @@ impl Session {
         if self.sent_since_rekey >= self.config.rekey_after
             || self.bytes_since_rekey >= self.config.rekey_after_bytes
         {
-            self.seal(&[RECORD_WHOLE], &Frame::Rekey.to_bytes())?;
+            self.seal(&[RECORD_WHOLE], &Frame::Rekey.to_bytes()?)?;
             if let State::Transport(noise) = &mut self.state {
                 noise.rekey_outgoing();
             }

@@ -487,6 +487,10 @@ fn send_one(conn: &mut Connection, frame: &Frame, now: Instant) -> Result<(), St
             warn!(size, "mesh frame above the size limit dropped");
             Ok(())
         }
+        Err(SessionError::Encode(e)) => {
+            warn!(reason = %e, "mesh frame that cannot be encoded dropped");
+            Ok(())
+        }
         Err(e) => {
             debug!(reason = %e, "mesh send failed");
             Err(format!("send failed: {e}"))

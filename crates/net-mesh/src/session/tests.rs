@@ -384,7 +384,7 @@ fn frame_of_exactly_one_record_boundary_round_trips() {
         MAX_PLAINTEXT + 1,
     ] {
         let (mut a, mut b) = connected();
-        let mut encoded = Frame::Ping(1).to_bytes();
+        let mut encoded = Frame::Ping(1).to_bytes().unwrap();
         encoded.resize(len, 0);
         // Not a valid frame past its first 9 bytes, so the receiver must reject it as trailing
         // bytes after reassembling exactly `len` bytes.
@@ -548,4 +548,24 @@ fn rekey_after_configured_bytes() {
     pump(&mut a, &mut b);
     assert_eq!(frames(&mut b).len(), 6);
     assert_eq!(a.record_counts().0, 6 + 3);
+}
+
+#[test]
+fn a_frame_that_cannot_be_encoded_is_refused_and_the_session_stays_open() {
+    let (mut a, mut b) = connected();
+    let cursor = "c".repeat(usize::from(u16::MAX) + 1);
+    let error = a
+        .send(&Frame::PollRequest {
+            request: 1,
+            shard: 0,
+            cursor: Some(cursor),
+            limit: 1,
+        })
+        .unwrap_err();
+    assert!(matches!(error, SessionError::Encode(_)), "{error}");
+    assert!(a.take_output().is_empty(), "nothing of it was sent");
+    a.send(&Frame::Ping(5)).unwrap();
+    let (ea, eb) = pump(&mut a, &mut b);
+    assert!(ea.is_none() && eb.is_none());
+    assert_eq!(frames(&mut b), vec![Frame::Ping(5)]);
 }
