@@ -8,6 +8,7 @@
 mod boundary;
 mod cmd;
 mod deny;
+mod fuzz;
 mod steps;
 mod tidy;
 
@@ -68,6 +69,11 @@ const STEPS: &[Step] = &[
         name: "bench-smoke",
         about: "net-bench --smoke (debug build): every bench row runs, the report is written",
         run: steps::bench_smoke,
+    },
+    Step {
+        name: "fuzz-smoke",
+        about: "every cargo-fuzz target in fuzz/ built and run for 10 s (RUSTC_BOOTSTRAP=1)",
+        run: fuzz::smoke,
     },
     Step {
         name: "doc",
