@@ -9,6 +9,7 @@ mod boundary;
 mod cmd;
 mod deny;
 mod fuzz;
+mod python;
 mod steps;
 mod tidy;
 
@@ -64,6 +65,11 @@ const STEPS: &[Step] = &[
         name: "example-adapter",
         about: "fmt, clippy and tests (the conformance kit) of examples/file-adapter",
         run: steps::example_adapter,
+    },
+    Step {
+        name: "python",
+        about: "bindings/python: fmt, clippy, pip install into target/pyenv, mypy, pytest",
+        run: python::step,
     },
     Step {
         name: "bench-smoke",

@@ -130,6 +130,12 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         command.args(["--out", "target/bench"]);
     }
     run(command)?;
+    // The Python rows go beside the report (net-bench ran from the workspace root).
+    let out = match args.iter().position(|arg| arg == "--out") {
+        Some(i) => workspace_root().join(args.get(i + 1).map_or("target/bench", String::as_str)),
+        None => workspace_root().join("target").join("bench"),
+    };
+    crate::python::bench(&out, args.iter().any(|arg| arg == "--quick"))?;
     if own_out {
         let report = workspace_root().join("target").join("bench");
         println!(
