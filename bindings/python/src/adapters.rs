@@ -104,7 +104,11 @@ pub(crate) struct Log {
 impl Log {
     #[new]
     #[pyo3(signature = (dir, *, fsync = None, segment_bytes = None))]
-    fn new(dir: PathBuf, fsync: Option<&Bound<'_, PyAny>>, segment_bytes: Option<u64>) -> PyResult<Self> {
+    fn new(
+        dir: PathBuf,
+        fsync: Option<&Bound<'_, PyAny>>,
+        segment_bytes: Option<u64>,
+    ) -> PyResult<Self> {
         let mut config = LogAdapterConfig::new(dir.clone());
         if let Some(fsync) = fsync {
             config.fsync = if let Ok(ms) = fsync.extract::<u64>() {
@@ -113,11 +117,9 @@ impl Log {
                 match fsync.extract::<String>()?.as_str() {
                     "every_batch" => FsyncPolicy::EveryBatch,
                     "never" => FsyncPolicy::Never,
-                    other => {
-                        return Err(ConfigError::new_err(format!(
-                            "fsync must be \"every_batch\", \"never\" or milliseconds, not {other:?}"
-                        )))
-                    }
+                    other => return Err(ConfigError::new_err(format!(
+                        "fsync must be \"every_batch\", \"never\" or milliseconds, not {other:?}"
+                    ))),
                 }
             };
         }

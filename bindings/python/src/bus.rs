@@ -7,8 +7,8 @@ use crate::event::{BatchResult, Page};
 use crate::runtime;
 use crate::stream::{EventStream, StreamSettings};
 use net_sdk::{
-    AdapterConfig, BackpressureMode, BatchConfig, ConsumeRequest, EventBusConfig, Filter,
-    Ordering, RawEvent, StatsSnapshot,
+    AdapterConfig, BackpressureMode, BatchConfig, ConsumeRequest, EventBusConfig, Filter, Ordering,
+    RawEvent, StatsSnapshot,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -295,7 +295,8 @@ impl PyEventBus {
     ) -> PyResult<Page> {
         let request = request(limit, cursor, filter, ordering)?;
         let bus = self.bus().clone();
-        let response = wait(py, async move { bus.poll(request).await }).map_err(errors::consumer)?;
+        let response =
+            wait(py, async move { bus.poll(request).await }).map_err(errors::consumer)?;
         Page::from_response(py, response)
     }
 

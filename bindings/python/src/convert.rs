@@ -4,7 +4,9 @@ use crate::errors::SerializationError;
 use bytes::Bytes;
 use net_sdk::RawEvent;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
+};
 use serde::ser::{Error as _, SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
@@ -74,10 +76,7 @@ impl Serialize for Json<'_, '_> {
             let mut map = serializer.serialize_map(Some(dict.len()))?;
             for (key, item) in dict.iter() {
                 let key = key.cast::<PyString>().map_err(|_| {
-                    S::Error::custom(format!(
-                        "dict keys must be str, not {}",
-                        type_name(&key)
-                    ))
+                    S::Error::custom(format!("dict keys must be str, not {}", type_name(&key)))
                 })?;
                 let key = key.to_cow().map_err(S::Error::custom)?;
                 map.serialize_entry(&*key, &self.child(&item).map_err(S::Error::custom)?)?;

@@ -12,24 +12,44 @@
 //! └── CursorStoreError            (StreamError::Cursor: the cursor file could not be used)
 //! ```
 
+use net_sdk::StreamError;
 use net_sdk::{AdapterError as RustAdapterError, ConfigError as RustConfigError};
 use net_sdk::{ConsumerError as RustConsumerError, IngestionError as RustIngestionError};
-use net_sdk::StreamError;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
-create_exception!(netbus, NetError, PyException, "Base of every error raised by netbus.");
+create_exception!(
+    netbus,
+    NetError,
+    PyException,
+    "Base of every error raised by netbus."
+);
 create_exception!(netbus, ConfigError, NetError, "The bus could not be built.");
-create_exception!(netbus, IngestionError, NetError, "An event was not accepted.");
+create_exception!(
+    netbus,
+    IngestionError,
+    NetError,
+    "An event was not accepted."
+);
 create_exception!(
     netbus,
     BackpressureError,
     IngestionError,
     "The shard's ring is full (backpressure=\"drop_newest\")."
 );
-create_exception!(netbus, SampledError, IngestionError, "The sampling policy skipped the event.");
-create_exception!(netbus, UnroutedError, IngestionError, "No shard could take the event.");
+create_exception!(
+    netbus,
+    SampledError,
+    IngestionError,
+    "The sampling policy skipped the event."
+);
+create_exception!(
+    netbus,
+    UnroutedError,
+    IngestionError,
+    "No shard could take the event."
+);
 create_exception!(
     netbus,
     ShuttingDownError,

@@ -137,11 +137,21 @@ pub(crate) struct BatchResult {
 
 impl BatchResult {
     /// A result from the accepted count and the refused positions with their errors.
-    pub(crate) fn new(py: Python<'_>, accepted: usize, refused: Vec<(usize, PyErr)>) -> PyResult<Self> {
+    pub(crate) fn new(
+        py: Python<'_>,
+        accepted: usize,
+        refused: Vec<(usize, PyErr)>,
+    ) -> PyResult<Self> {
         let refused = refused
             .into_iter()
             .map(|(index, error)| {
-                PyTuple::new(py, [index.into_pyobject(py)?.into_any(), error.into_value(py).into_bound(py).into_any()])
+                PyTuple::new(
+                    py,
+                    [
+                        index.into_pyobject(py)?.into_any(),
+                        error.into_value(py).into_bound(py).into_any(),
+                    ],
+                )
             })
             .collect::<PyResult<Vec<_>>>()?;
         Ok(Self {
