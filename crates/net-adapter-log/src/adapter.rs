@@ -10,7 +10,7 @@
 
 use crate::config::{FsyncPolicy, LogAdapterConfig};
 use crate::files::{self, Manifest};
-use crate::shard::{self, Direct, Recovery, Shard, WriteLayer};
+use crate::shard::{self, Direct, Readers, Recovery, Shard, WriteLayer};
 use crate::LogError;
 use net_adapter::{
     async_trait, Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StreamLayout, MAX_PAGE,
@@ -41,11 +41,20 @@ pub enum LogFault {
     DiskFull,
 }
 
+/// Encode buffers kept for reuse, at most.
+const KEPT_BUFFERS: usize = 8;
+/// The largest encode buffer kept for reuse; a larger one (a huge batch) is freed.
+const KEPT_BUFFER_BYTES: usize = 4 << 20;
+
 /// Shared state of one open log.
 struct Inner {
     config: LogAdapterConfig,
     root: PathBuf,
     shards: RwLock<HashMap<u16, Arc<Mutex<Shard>>>>,
+    /// Read handles of sealed segments, shared by the shards.
+    readers: Arc<Readers>,
+    /// Encode buffers of appends, reused: one is taken per append and given back after.
+    buffers: Mutex<Vec<Vec<u8>>>,
     manifest: Mutex<Manifest>,
     lock: Mutex<Option<File>>,
     shut_down: AtomicBool,
@@ -108,13 +117,14 @@ impl LogAdapter {
         };
         let mut recovery = Recovery::default();
         let mut shards = HashMap::new();
+        let readers = Arc::new(Readers::default());
         let listing = fs::read_dir(&root).map_err(|e| LogError::io("list", &root, e))?;
         for entry in listing {
             let entry = entry.map_err(|e| LogError::io("list", &root, e))?;
             let Some(id) = files::parse_shard_dir(&entry.file_name().to_string_lossy()) else {
                 continue;
             };
-            let shard = Shard::open(&root, id, &mut recovery)?;
+            let shard = Shard::open(&root, id, &mut recovery, readers.clone())?;
             shards.insert(id, Arc::new(Mutex::new(shard)));
         }
         if recovery.truncated_bytes > 0 || recovery.damaged_spans > 0 {
@@ -126,6 +136,8 @@ impl LogAdapter {
             config,
             root,
             shards: RwLock::new(shards),
+            readers,
+            buffers: Mutex::new(Vec::new()),
             manifest: Mutex::new(manifest),
             lock: Mutex::new(Some(lock)),
             shut_down: AtomicBool::new(false),
@@ -237,7 +249,13 @@ impl Inner {
         self.shards
             .write()
             .entry(id)
-            .or_insert_with(|| Arc::new(Mutex::new(Shard::empty(&self.root, id))))
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Shard::empty(
+                    &self.root,
+                    id,
+                    self.readers.clone(),
+                )))
+            })
             .clone()
     }
 
@@ -247,20 +265,29 @@ impl Inner {
 
     fn append(&self, batch: &Batch, io: &dyn WriteLayer) -> Result<(), AdapterError> {
         let shard = self.shard_or_create(batch.shard_id);
-        let mut shard = shard.lock();
-        // Checked under the shard's lock: nothing is written once shutdown has synced.
-        if self.shut_down.load(Ordering::Acquire) {
-            return Err(AdapterError::Shutdown);
-        }
-        shard
-            .append(
+        let mut buf = self.buffers.lock().pop().unwrap_or_default();
+        let result = {
+            let mut shard = shard.lock();
+            // Checked under the shard's lock: nothing is written once shutdown has synced.
+            if self.shut_down.load(Ordering::Acquire) {
+                return Err(AdapterError::Shutdown);
+            }
+            shard.append(
                 &self.root,
                 batch,
                 self.config.segment_bytes,
                 self.config.fsync,
                 io,
+                &mut buf,
             )
-            .map_err(LogError::into_adapter_error)
+        };
+        if buf.capacity() <= KEPT_BUFFER_BYTES {
+            let mut buffers = self.buffers.lock();
+            if buffers.len() < KEPT_BUFFERS {
+                buffers.push(buf);
+            }
+        }
+        result.map_err(LogError::into_adapter_error)
     }
 
     fn poll(
@@ -271,12 +298,19 @@ impl Inner {
     ) -> Result<ShardPollResult, AdapterError> {
         let budget = limit.min(MAX_PAGE);
         loop {
-            let plan = match self.shard(id) {
+            let shard = self.shard(id);
+            let plan = match &shard {
                 Some(s) => s.lock().plan(cursor, budget),
-                None => Shard::empty(&self.root, id).plan(cursor, budget),
+                None => Shard::empty(&self.root, id, self.readers.clone()).plan(cursor, budget),
             }
             .map_err(|bad| AdapterError::InvalidCursor(format!("log: {}", bad.0)))?;
-            if let Some(page) = shard::read(id, plan).map_err(LogError::into_adapter_error)? {
+            let read =
+                shard::read(id, plan, &self.readers).map_err(LogError::into_adapter_error)?;
+            if let Some(mut page) = read {
+                let opened = std::mem::take(&mut page.opened);
+                if let (Some(s), false) = (&shard, opened.is_empty()) {
+                    s.lock().adopt_readers(opened);
+                }
                 if page.damaged > 0 {
                     self.damaged_reads
                         .fetch_add(page.damaged, Ordering::Relaxed);
@@ -309,12 +343,12 @@ impl Inner {
     /// Syncs dirty shards without holding their locks during the sync (background).
     fn sync_dirty_in_background(&self) {
         for shard in self.all_shards() {
-            let Some(file) = shard.lock().take_dirty() else {
-                continue;
-            };
-            if let Err(error) = file.sync_data() {
-                tracing::error!(dir = %self.root.display(), %error, "background sync failed");
-                shard.lock().mark_dirty();
+            let files = shard.lock().take_dirty();
+            for (base, file) in files {
+                if let Err(error) = file.sync_data() {
+                    tracing::error!(dir = %self.root.display(), %error, "background sync failed");
+                    shard.lock().unsynced_again(base, file);
+                }
             }
         }
     }

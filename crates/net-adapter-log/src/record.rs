@@ -4,7 +4,11 @@
 //! yielding intact records and the spans of damage between them (see the crate docs for the
 //! frame and for when a record is intact). The scan reads through a window buffer with
 //! positioned reads, so it never holds more than one window plus one record in memory.
+//! Payloads are handed out as slices of the window ([`Bytes`]), not copies: a page of events
+//! keeps alive the windows it was read from, and a window no payload points into any more is
+//! reused for the next read.
 
+use bytes::{Bytes, BytesMut};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -15,8 +19,8 @@ pub(crate) const MAGIC: u32 = 0x4C54_454E;
 pub(crate) const HEADER: usize = 52;
 /// The largest payload a record may hold.
 pub(crate) const MAX_PAYLOAD: usize = 16 << 20;
-/// How much a scan reads at once.
-const WINDOW: usize = 64 << 10;
+/// How much a scan reads at once unless told otherwise.
+pub(crate) const WINDOW: usize = 64 << 10;
 
 /// The fields of a record's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,20 +34,23 @@ pub(crate) struct Header {
 }
 
 /// Appends one record (header and payload) to `out`.
+///
+/// The header is built on the stack and the checksum runs over it and then over the payload
+/// where it lies, so the payload is read once for the checksum and once for the copy.
 pub(crate) fn encode(out: &mut Vec<u8>, h: &Header, payload: &[u8]) {
-    let start = out.len();
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&h.offset.to_le_bytes());
-    out.extend_from_slice(&h.ts.to_le_bytes());
-    out.extend_from_slice(&h.nonce.to_le_bytes());
-    out.extend_from_slice(&h.batch_start.to_le_bytes());
-    out.extend_from_slice(&h.index.to_le_bytes());
-    out.extend_from_slice(&h.count.to_le_bytes());
+    let mut head = [0u8; HEADER];
+    head[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    head[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    head[12..20].copy_from_slice(&h.offset.to_le_bytes());
+    head[20..28].copy_from_slice(&h.ts.to_le_bytes());
+    head[28..36].copy_from_slice(&h.nonce.to_le_bytes());
+    head[36..44].copy_from_slice(&h.batch_start.to_le_bytes());
+    head[44..48].copy_from_slice(&h.index.to_le_bytes());
+    head[48..52].copy_from_slice(&h.count.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[8..]), payload);
+    head[4..8].copy_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&head);
     out.extend_from_slice(payload);
-    let crc = crc32c::crc32c(&out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The framed size of a record with a payload of `len` bytes.
@@ -88,7 +95,8 @@ pub(crate) enum Item {
         pos: u64,
         size: u64,
         header: Header,
-        payload: Vec<u8>,
+        /// Empty when the scan skips payloads.
+        payload: Bytes,
     },
     /// Bytes `from..to` hold no intact record the scan could accept.
     Damage { from: u64, to: u64 },
@@ -104,8 +112,11 @@ pub(crate) struct Scanner<'f> {
     end: u64,
     pos: u64,
     after: Option<u64>,
-    buf: Vec<u8>,
+    /// Bytes `buf_at..buf_at + buf.len()` of the file.
+    buf: Bytes,
     buf_at: u64,
+    /// The least one read fetches.
+    window: usize,
     want_payload: bool,
 }
 
@@ -117,10 +128,18 @@ impl<'f> Scanner<'f> {
             end,
             pos,
             after,
-            buf: Vec::new(),
+            buf: Bytes::new(),
             buf_at: 0,
+            window: WINDOW,
             want_payload: true,
         }
+    }
+
+    /// Reads at least `bytes` at a time (at least [`WINDOW`]): a reader that knows how much
+    /// it wants fetches it with one positioned read.
+    pub(crate) fn window(mut self, bytes: usize) -> Self {
+        self.window = bytes.max(WINDOW);
+        self
     }
 
     /// Skips copying payloads out (recovery needs only headers and positions).
@@ -139,21 +158,27 @@ impl<'f> Scanner<'f> {
         let n = n.min(self.end.saturating_sub(at) as usize);
         let have = at >= self.buf_at && at + n as u64 <= self.buf_at + self.buf.len() as u64;
         if !have {
-            let size = n.max(WINDOW).min(self.end.saturating_sub(at) as usize);
-            self.buf.resize(size, 0);
+            let size = n.max(self.window).min(self.end.saturating_sub(at) as usize);
+            // The old window's memory is reused unless a payload handed out still uses it.
+            let mut fresh = match std::mem::take(&mut self.buf).try_into_mut() {
+                Ok(mut old) => {
+                    old.clear();
+                    old
+                }
+                Err(_) => BytesMut::new(),
+            };
+            fresh.resize(size, 0);
             let mut filled = 0;
             while filled < size {
-                match self
-                    .file
-                    .read_at(&mut self.buf[filled..], at + filled as u64)
-                {
+                match self.file.read_at(&mut fresh[filled..], at + filled as u64) {
                     Ok(0) => break,
                     Ok(k) => filled += k,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             }
-            self.buf.truncate(filled);
+            fresh.truncate(filled);
+            self.buf = fresh.freeze();
             self.buf_at = at;
         }
         let from = (at - self.buf_at) as usize;
@@ -191,9 +216,9 @@ impl<'f> Scanner<'f> {
         if let Some((header, size)) = self.record_at(at)? {
             let payload = if self.want_payload {
                 let from = (at - self.buf_at) as usize + HEADER;
-                self.buf[from..from + size as usize - HEADER].to_vec()
+                self.buf.slice(from..from + size as usize - HEADER)
             } else {
-                Vec::new()
+                Bytes::new()
             };
             self.pos = at + size;
             self.after = Some(header.offset);

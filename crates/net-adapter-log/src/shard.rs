@@ -4,18 +4,24 @@
 //! with the mutex held; a read holds it only to take a [`ReadPlan`] (which segment files to
 //! read, from which position, up to which length) and then reads the files without it, so
 //! readers never wait for a writer's `fdatasync` and never block one.
+//!
+//! Reads keep files open between calls: the active segment's handle is shared with readers,
+//! and sealed segments' read handles sit in [`Readers`], a small cache shared by the log's
+//! shards. A segment's handle leaves the cache when the segment is deleted, so the cache never
+//! holds on to the disk space of a deleted file.
 
 use crate::config::{FsyncPolicy, Retention, MAX_BATCH_BYTES};
 use crate::files::{self, Summary};
 use crate::record::{self, Header, Item, Scanner, MAX_PAYLOAD};
 use crate::LogError;
-use bytes::Bytes;
 use net_adapter::{dedup_id, Batch, StoredEvent};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One sparse index entry per this many bytes of segment.
@@ -23,6 +29,15 @@ pub(crate) const INDEX_EVERY: u64 = 32 << 10;
 /// How many producer nonces a shard remembers for retry dedup before forgetting the one
 /// that wrote least recently.
 const REMEMBERED_NONCES: usize = 1024;
+/// Sealed segment files a log keeps open for reads, over all its shards.
+const READERS: usize = 64;
+/// Sealed segments with unsynced writes a shard may have before the oldest one is synced
+/// on the next seal (policies other than every batch; see [`Shard::roll`]).
+const UNSYNCED_SEALED: usize = 4;
+/// The most one read of a page fetches from a segment at once.
+const READ_MAX: usize = 2 << 20;
+/// Page ends a log remembers, over all its shards (see [`Readers`]).
+const RESUMES: usize = 256;
 
 /// What recovery found and did, summed over shards.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,6 +106,75 @@ impl Segment {
             i => u64::from(e[i - 1].1),
         }
     }
+
+    /// A position at or after the end of every record below offset `upto`: the first index
+    /// entry at or above it, else the segment's length. Only sizes a read; never trusted as a
+    /// record boundary.
+    fn read_end(&self, upto: u64) -> u64 {
+        let e = &self.summary.entries;
+        e.get(e.partition_point(|&(offset, _)| offset < upto))
+            .map_or(self.summary.len, |&(_, pos)| u64::from(pos))
+            .min(self.summary.len)
+    }
+}
+
+/// What reads keep between calls, shared by the shards of one log: read handles of sealed
+/// segments (at most [`READERS`], the least recently used closed first) and where recent
+/// pages ended (at most [`RESUMES`]), so that the next page of a reader starts right there
+/// instead of at the sparse index entry before it.
+#[derive(Debug, Default)]
+pub(crate) struct Readers {
+    /// `(shard, base, file)`, the most recently used last.
+    open: Mutex<Vec<(u16, u64, Arc<File>)>>,
+    /// `(shard, offset, base, position)`: a page that ended before `offset` ended at
+    /// `position` of segment `base`, the end of an intact record or of the segment's
+    /// committed bytes. The newest last.
+    resume: Mutex<Vec<(u16, u64, u64, u64)>>,
+}
+
+impl Readers {
+    /// Where a page ending before `offset` of `shard` ended: `(base, position)`.
+    fn resume_at(&self, shard: u16, offset: u64) -> Option<(u64, u64)> {
+        let resume = self.resume.lock();
+        resume
+            .iter()
+            .rev()
+            .find(|e| e.0 == shard && e.1 == offset)
+            .map(|e| (e.2, e.3))
+    }
+
+    fn ended(&self, shard: u16, offset: u64, base: u64, position: u64) {
+        let mut resume = self.resume.lock();
+        resume.retain(|e| !(e.0 == shard && e.1 == offset));
+        if resume.len() >= RESUMES {
+            resume.remove(0);
+        }
+        resume.push((shard, offset, base, position));
+    }
+
+    fn get(&self, shard: u16, base: u64) -> Option<Arc<File>> {
+        let mut open = self.open.lock();
+        let i = open.iter().rposition(|e| e.0 == shard && e.1 == base)?;
+        let entry = open.remove(i);
+        let file = entry.2.clone();
+        open.push(entry);
+        Some(file)
+    }
+
+    fn put(&self, shard: u16, base: u64, file: Arc<File>) {
+        let mut open = self.open.lock();
+        if open.iter().any(|e| e.0 == shard && e.1 == base) {
+            return;
+        }
+        if open.len() >= READERS {
+            open.remove(0);
+        }
+        open.push((shard, base, file));
+    }
+
+    fn forget(&self, shard: u16, base: u64) {
+        self.open.lock().retain(|e| !(e.0 == shard && e.1 == base));
+    }
 }
 
 /// Per producer nonce: the highest `batch_start` stored and the offset it was stored at
@@ -108,8 +192,13 @@ pub(crate) struct Shard {
     dir: PathBuf,
     /// Oldest first; the last one is the active segment. Empty until the first write.
     segments: Vec<Segment>,
-    /// Read-write handle of the active segment.
-    active: Option<File>,
+    /// Read-write handle of the active segment, shared with readers.
+    active: Option<Arc<File>>,
+    /// Sealed segments (base, handle) whose writes were not synced yet: only under policies
+    /// other than every batch, at most [`UNSYNCED_SEALED`].
+    unsynced: Vec<(u64, Arc<File>)>,
+    /// Read handles of sealed segments, shared by the log's shards.
+    readers: Arc<Readers>,
     /// The log start offset: offsets below it are trimmed.
     start: u64,
     /// The offset the next record gets.
@@ -119,8 +208,12 @@ pub(crate) struct Shard {
     dirty: bool,
     /// A failed write could not be undone: refuse writes until reopened.
     failed: bool,
-    /// The shard directory exists and is synced into the log directory.
+    /// The shard directory exists (and is synced into the log directory, unless
+    /// `dirs_unsynced`).
     created: bool,
+    /// A directory entry (the shard directory, a segment) was created without syncing its
+    /// directory: the next `sync` does it.
+    dirs_unsynced: bool,
 }
 
 /// A plan for one read, taken under the shard's lock and carried out without it.
@@ -128,11 +221,12 @@ pub(crate) struct Shard {
 pub(crate) enum ReadPlan {
     /// The answer needs no file: a stale cursor, an empty page, an empty shard.
     Done { cursor: u64, has_more: bool },
-    /// Read these segments in order.
+    /// Read these segments (of the shard directory `dir`) in order.
     Read {
         from: u64,
         next: u64,
         budget: usize,
+        dir: PathBuf,
         segments: Vec<ReadSegment>,
     },
 }
@@ -140,9 +234,13 @@ pub(crate) enum ReadPlan {
 /// One segment of a [`ReadPlan`].
 #[derive(Debug)]
 pub(crate) struct ReadSegment {
-    path: PathBuf,
+    base: u64,
+    /// The open handle, when the plan has one (the active segment's).
+    file: Option<Arc<File>>,
     pos: u64,
     len: u64,
+    /// How many bytes from `pos` the page is expected to need.
+    want: u64,
     /// Offsets at or above this belong to the next segment.
     upper: u64,
 }
@@ -155,6 +253,8 @@ pub(crate) struct Page {
     pub(crate) has_more: bool,
     /// Damaged spans the read passed over.
     pub(crate) damaged: u64,
+    /// Sealed segments the read had to open, for [`Shard::adopt_readers`].
+    pub(crate) opened: Vec<(u64, Arc<File>)>,
 }
 
 /// Why a cursor was refused.
@@ -169,18 +269,21 @@ fn now_ns() -> u64 {
 
 impl Shard {
     /// A shard with no files yet.
-    pub(crate) fn empty(root: &Path, id: u16) -> Self {
+    pub(crate) fn empty(root: &Path, id: u16, readers: Arc<Readers>) -> Self {
         Shard {
             id,
             dir: files::shard_dir(root, id),
             segments: Vec::new(),
             active: None,
+            unsynced: Vec::new(),
+            readers,
             start: 0,
             next: 0,
             dedup: HashMap::new(),
             dirty: false,
             failed: false,
             created: false,
+            dirs_unsynced: false,
         }
     }
 
@@ -200,8 +303,13 @@ impl Shard {
     }
 
     /// Opens the shard stored in `root/shard-NNNNN`, recovering it (see the crate docs).
-    pub(crate) fn open(root: &Path, id: u16, report: &mut Recovery) -> Result<Self, LogError> {
-        let mut shard = Shard::empty(root, id);
+    pub(crate) fn open(
+        root: &Path,
+        id: u16,
+        report: &mut Recovery,
+        readers: Arc<Readers>,
+    ) -> Result<Self, LogError> {
+        let mut shard = Shard::empty(root, id, readers);
         shard.created = true;
         let dir = shard.dir.clone();
         let mut bases = Vec::new();
@@ -239,7 +347,7 @@ impl Shard {
                 .write(true)
                 .open(&path)
                 .map_err(|e| LogError::io("open", &path, e))?;
-            shard.active = Some(file);
+            shard.active = Some(Arc::new(file));
             shard.next = if last.summary.records > 0 {
                 last.summary.last + 1
             } else {
@@ -359,6 +467,8 @@ impl Shard {
     fn drop_segments_below(&mut self, start: u64) {
         while self.segments.len() > 1 && self.segments[1].base <= start {
             let old = self.segments.remove(0);
+            self.readers.forget(self.id, old.base);
+            self.unsynced.retain(|(base, _)| *base != old.base);
             let _ = fs::remove_file(files::segment_path(&self.dir, old.base));
             let _ = fs::remove_file(files::index_path(&self.dir, old.base));
         }
@@ -395,6 +505,8 @@ impl Shard {
             fs::create_dir_all(&self.dir).map_err(|e| LogError::io("create", &self.dir, e))?;
             if sync {
                 files::sync_dir(root)?;
+            } else {
+                self.dirs_unsynced = true;
             }
             self.created = true;
         }
@@ -416,17 +528,43 @@ impl Shard {
             .map_err(|e| LogError::io("create", &path, e))?;
         if sync {
             files::sync_dir(&self.dir)?;
+        } else {
+            self.dirs_unsynced = true;
         }
         self.segments.push(Segment::new(self.next));
-        self.active = Some(file);
+        let old = self.active.replace(Arc::new(file));
+        if let (Some(old), Some(sealed)) = (old, self.segments.iter().rev().nth(1)) {
+            // The sealed segment is the likeliest to be read next: keep its handle.
+            self.readers.put(self.id, sealed.base, old);
+        }
         Ok(())
     }
 
-    /// Seals the active segment: syncs it, starts a new one, writes the old one's `.idx`.
+    /// Seals the active segment: starts a new one and writes the old one's `.idx`.
+    ///
+    /// When `sync` (every batch), everything is synced first, as every write already was.
+    /// Otherwise the sealed segment's unsynced writes are left to the OS, as its policy
+    /// allows, and the segment joins `unsynced`, which `sync` (that is, `flush` and the
+    /// interval task) drains; when [`UNSYNCED_SEALED`] wait there already, the oldest is
+    /// synced now, so a shard never holds many open handles for it.
     fn roll(&mut self, sync: bool) -> Result<(), LogError> {
-        self.sync()?;
+        if sync {
+            self.sync()?;
+        }
+        while self.unsynced.len() >= UNSYNCED_SEALED {
+            let (base, file) = &self.unsynced[0];
+            file.sync_data()
+                .map_err(|e| LogError::io("sync", files::segment_path(&self.dir, *base), e))?;
+            self.unsynced.remove(0);
+        }
         let old = self.segments.len() - 1;
         let sealed_base = self.segments[old].base;
+        if self.dirty {
+            if let Some(file) = &self.active {
+                self.unsynced.push((sealed_base, file.clone()));
+            }
+            self.dirty = false;
+        }
         self.new_segment(sync)?;
         let idx = files::index_path(&self.dir, sealed_base);
         if let Err(e) = files::replace(&idx, &self.segments[old].summary.encode()) {
@@ -436,8 +574,21 @@ impl Shard {
         Ok(())
     }
 
-    /// Syncs the active segment if it holds unsynced writes.
+    /// Syncs every segment that holds unsynced writes (sealed ones waiting in `unsynced`,
+    /// then the active one) and the directories of entries created without a sync.
     pub(crate) fn sync(&mut self) -> Result<(), LogError> {
+        if self.dirs_unsynced {
+            if let Some(root) = self.dir.parent() {
+                files::sync_dir(root)?;
+            }
+            files::sync_dir(&self.dir)?;
+            self.dirs_unsynced = false;
+        }
+        while let Some((base, file)) = self.unsynced.first() {
+            file.sync_data()
+                .map_err(|e| LogError::io("sync", files::segment_path(&self.dir, *base), e))?;
+            self.unsynced.remove(0);
+        }
         if !self.dirty {
             return Ok(());
         }
@@ -449,23 +600,51 @@ impl Shard {
         Ok(())
     }
 
-    /// A handle to sync outside the lock, when the active segment is dirty; marks it clean
-    /// (the caller marks it dirty again if the sync fails).
-    pub(crate) fn take_dirty(&mut self) -> Option<File> {
-        if !self.dirty {
-            return None;
+    /// Handles to sync outside the lock: the sealed segments waiting in `unsynced` and the
+    /// active one when dirty; marks them clean (the caller hands back with
+    /// [`Shard::unsynced_again`] any whose sync failed).
+    pub(crate) fn take_dirty(&mut self) -> Vec<(u64, Arc<File>)> {
+        if self.dirs_unsynced {
+            // Rare (a new segment or shard directory) and quick: done here, under the lock.
+            let synced = self
+                .dir
+                .parent()
+                .map_or(Ok(()), files::sync_dir)
+                .and_then(|()| files::sync_dir(&self.dir));
+            match synced {
+                Ok(()) => self.dirs_unsynced = false,
+                Err(error) => tracing::error!(shard = self.id, %error, "background sync failed"),
+            }
         }
-        let file = self.active.as_ref()?.try_clone().ok()?;
-        self.dirty = false;
-        Some(file)
+        let mut out = std::mem::take(&mut self.unsynced);
+        if self.dirty {
+            if let (Some(file), Some(seg)) = (&self.active, self.segments.last()) {
+                out.push((seg.base, file.clone()));
+            }
+            self.dirty = false;
+        }
+        out
     }
 
-    /// Marks the active segment dirty again (after a failed background sync).
-    pub(crate) fn mark_dirty(&mut self) {
-        self.dirty = true;
+    /// Takes back a segment whose background sync failed: the next sync tries it again.
+    pub(crate) fn unsynced_again(&mut self, base: u64, file: Arc<File>) {
+        if self.segments.iter().any(|s| s.base == base) {
+            self.unsynced.push((base, file));
+        }
     }
 
-    /// Appends `batch` (all or nothing, invariant 1) unless it was stored already.
+    /// Keeps the read handles a read opened, for segments that still exist (checked under
+    /// the shard's lock, which deletions hold too).
+    pub(crate) fn adopt_readers(&self, opened: Vec<(u64, Arc<File>)>) {
+        for (base, file) in opened {
+            if self.segments.iter().any(|s| s.base == base) {
+                self.readers.put(self.id, base, file);
+            }
+        }
+    }
+
+    /// Appends `batch` (all or nothing, invariant 1) unless it was stored already; `buf` is
+    /// scratch space for the encoded records, reused from call to call.
     pub(crate) fn append(
         &mut self,
         root: &Path,
@@ -473,6 +652,7 @@ impl Shard {
         segment_bytes: u64,
         fsync: FsyncPolicy,
         io: &dyn WriteLayer,
+        buf: &mut Vec<u8>,
     ) -> Result<(), LogError> {
         if self.failed {
             return Err(LogError::ShardFailed { shard: self.id });
@@ -510,8 +690,9 @@ impl Shard {
         if active_len > 0 && active_len + size > segment_bytes {
             self.roll(sync)?;
         }
-        let mut buf = Vec::with_capacity(size as usize);
-        let mut headers = Vec::with_capacity(batch.events.len());
+        buf.clear();
+        buf.reserve(size as usize);
+        let mut newest_ts = 0;
         for (i, event) in batch.events.iter().enumerate() {
             let h = Header {
                 offset: self.next + i as u64,
@@ -521,18 +702,38 @@ impl Shard {
                 index: i as u32,
                 count,
             };
-            record::encode(&mut buf, &h, &event.raw);
-            headers.push((h, record::framed(event.raw.len())));
+            record::encode(buf, &h, &event.raw);
+            newest_ts = newest_ts.max(event.insertion_ts);
         }
-        self.write(&buf, sync, io)?;
+        self.write(buf, sync, io)?;
         let seg = self.segments.last_mut().expect("created above");
+        let first = self.next;
+        let last = first + u64::from(count) - 1;
+        // What `Segment::note` does per record, done once for the batch.
         let mut pos = seg.summary.len;
-        for (h, size) in &headers {
-            seg.note(pos, *size, h);
-            pos += size;
+        for (i, event) in batch.events.iter().enumerate() {
+            if pos >= seg.next_boundary {
+                seg.summary.entries.push((first + i as u64, pos as u32));
+                seg.next_boundary = (pos / INDEX_EVERY + 1) * INDEX_EVERY;
+            }
+            pos += record::framed(event.raw.len());
         }
-        let last = self.next + u64::from(count) - 1;
-        self.next += u64::from(count);
+        let s = &mut seg.summary;
+        if s.records == 0 {
+            s.first = first;
+        }
+        s.records += u64::from(count);
+        s.last = last;
+        s.newest_ts = s.newest_ts.max(newest_ts);
+        let e = s
+            .batches
+            .entry(batch.process_nonce)
+            .or_insert((batch.sequence_start, count));
+        if batch.sequence_start >= e.0 {
+            *e = (batch.sequence_start, count);
+        }
+        s.len = pos;
+        self.next = last + 1;
         self.remember(batch.process_nonce, batch.sequence_start, last);
         Ok(())
     }
@@ -702,20 +903,46 @@ impl Shard {
             .segments
             .partition_point(|s| s.base <= c)
             .saturating_sub(1);
+        let upto = c.saturating_add(budget as u64);
+        let last = self.segments.len() - 1;
         let segments = self.segments[k..]
             .iter()
             .enumerate()
-            .map(|(i, s)| ReadSegment {
-                path: files::segment_path(&self.dir, s.base),
-                pos: if i == 0 { s.seek(c) } else { 0 },
-                len: s.summary.len,
-                upper: self.segments.get(k + i + 1).map_or(self.next, |n| n.base),
+            .map(|(i, s)| {
+                let pos = if i == 0 {
+                    // A page that ended right before `c` in this segment tells where `c` is;
+                    // anything else starts at the sparse index entry before `c`.
+                    let indexed = s.seek(c);
+                    match self.readers.resume_at(self.id, c) {
+                        Some((base, at))
+                            if base == s.base && (indexed..=s.summary.len).contains(&at) =>
+                        {
+                            at
+                        }
+                        _ => indexed,
+                    }
+                } else {
+                    0
+                };
+                ReadSegment {
+                    base: s.base,
+                    file: if k + i == last {
+                        self.active.clone()
+                    } else {
+                        None
+                    },
+                    pos,
+                    len: s.summary.len,
+                    want: s.read_end(upto).saturating_sub(pos),
+                    upper: self.segments.get(k + i + 1).map_or(self.next, |n| n.base),
+                }
             })
             .collect();
         Ok(ReadPlan::Read {
             from: c,
             next: self.next,
             budget,
+            dir: self.dir.clone(),
             segments,
         })
     }
@@ -723,38 +950,64 @@ impl Shard {
 
 /// Carries out a [`ReadPlan`] without the shard's lock. `Ok(None)` means a segment vanished
 /// under the read (retention deleted it): plan again.
-pub(crate) fn read(shard: u16, plan: ReadPlan) -> Result<Option<Page>, LogError> {
-    let (from, next, budget, segments) = match plan {
+///
+/// Each segment is read with as few positioned reads as the plan's estimate allows (one, when
+/// the page fits in [`READ_MAX`]), and payloads are slices of what was read.
+pub(crate) fn read(
+    shard: u16,
+    plan: ReadPlan,
+    readers: &Readers,
+) -> Result<Option<Page>, LogError> {
+    let (from, next, budget, dir, segments) = match plan {
         ReadPlan::Done { cursor, has_more } => {
             return Ok(Some(Page {
                 events: Vec::new(),
                 cursor,
                 has_more,
                 damaged: 0,
+                opened: Vec::new(),
             }))
         }
         ReadPlan::Read {
             from,
             next,
             budget,
+            dir,
             segments,
-        } => (from, next, budget, segments),
+        } => (from, next, budget, dir, segments),
     };
     let mut events = Vec::with_capacity(budget.min(1024));
     let mut damaged = 0;
+    let mut opened = Vec::new();
+    let mut ids = DedupIds::new(shard);
+    let mut end = None;
     for seg in segments {
-        let file = match File::open(&seg.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(LogError::io("open", &seg.path, e)),
+        let file = match seg.file.or_else(|| readers.get(shard, seg.base)) {
+            Some(f) => f,
+            None => {
+                let path = files::segment_path(&dir, seg.base);
+                match File::open(&path) {
+                    Ok(f) => {
+                        let f = Arc::new(f);
+                        opened.push((seg.base, f.clone()));
+                        f
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(LogError::io("open", &path, e)),
+                }
+            }
         };
-        let mut scan = Scanner::new(&file, seg.pos, seg.len, None);
+        let want = usize::try_from(seg.want).unwrap_or(READ_MAX).min(READ_MAX);
+        let mut scan = Scanner::new(&file, seg.pos, seg.len, None).window(want);
         while let Some(item) = scan
             .next_item()
-            .map_err(|e| LogError::io("read", &seg.path, e))?
+            .map_err(|e| LogError::io("read", files::segment_path(&dir, seg.base), e))?
         {
             let Item::Record {
-                header, payload, ..
+                header,
+                payload,
+                pos,
+                size,
             } = item
             else {
                 damaged += 1;
@@ -767,26 +1020,30 @@ pub(crate) fn read(shard: u16, plan: ReadPlan) -> Result<Option<Page>, LogError>
                 continue;
             }
             events.push(StoredEvent {
-                id: (header.offset + 1).to_string(),
-                raw: Bytes::from(payload),
+                id: decimal(header.offset + 1),
+                raw: payload,
                 insertion_ts: header.ts,
                 shard_id: shard,
-                dedup_id: Some(dedup_id(
-                    header.nonce,
-                    shard,
-                    header.batch_start,
-                    header.index as usize,
-                )),
+                dedup_id: Some(ids.of(&header)),
             });
             if events.len() == budget {
                 let cursor = header.offset + 1;
+                readers.ended(shard, cursor, seg.base, pos + size);
                 return Ok(Some(Page {
                     events,
                     cursor,
                     has_more: cursor < next,
                     damaged,
+                    opened,
                 }));
             }
+        }
+        end = Some((seg.base, scan.position(), seg.len));
+    }
+    if let Some((base, at, len)) = end {
+        if at == len {
+            // The next page starts where the next append will go.
+            readers.ended(shard, next, base, at);
         }
     }
     Ok(Some(Page {
@@ -794,7 +1051,63 @@ pub(crate) fn read(shard: u16, plan: ReadPlan) -> Result<Option<Page>, LogError>
         cursor: next,
         has_more: false,
         damaged,
+        opened,
     }))
+}
+
+/// `v` in decimal, as `v.to_string()` writes it.
+fn decimal(v: u64) -> String {
+    let mut s = String::with_capacity(20);
+    push_decimal(&mut s, v);
+    s
+}
+
+/// Appends `v` in decimal.
+fn push_decimal(s: &mut String, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // ASCII digits only: always UTF-8.
+    s.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+}
+
+/// Builds dedup ids ([`net_adapter::dedup_id`]) of consecutive records: the part shared by a
+/// batch's records (`{nonce:x}:{shard}:{batch_start}:`) is formatted once per batch.
+struct DedupIds {
+    shard: u16,
+    batch: Option<(u64, u64)>,
+    prefix: String,
+}
+
+impl DedupIds {
+    fn new(shard: u16) -> Self {
+        DedupIds {
+            shard,
+            batch: None,
+            prefix: String::new(),
+        }
+    }
+
+    fn of(&mut self, h: &Header) -> String {
+        if self.batch != Some((h.nonce, h.batch_start)) {
+            self.batch = Some((h.nonce, h.batch_start));
+            // The id of index 0 without its final "0": the shared part, formatted by the one
+            // function every adapter uses.
+            self.prefix = dedup_id(h.nonce, self.shard, h.batch_start, 0);
+            self.prefix.pop();
+        }
+        let mut id = String::with_capacity(self.prefix.len() + 10);
+        id.push_str(&self.prefix);
+        push_decimal(&mut id, u64::from(h.index));
+        id
+    }
 }
 
 /// What a scan of a whole segment found besides its records.
@@ -880,5 +1193,64 @@ pub(crate) struct Direct;
 impl WriteLayer for Direct {
     fn write_at(&self, file: &File, buf: &[u8], at: u64) -> io::Result<()> {
         file.write_all_at(buf, at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_written_as_every_adapter_writes_them() {
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(decimal(v), v.to_string());
+        }
+        let mut ids = DedupIds::new(7);
+        let mut h = Header {
+            offset: 0,
+            ts: 0,
+            nonce: 0xdead_beef,
+            batch_start: 0,
+            index: 0,
+            count: 3,
+        };
+        for (nonce, batch_start, index) in [
+            (0xdead_beef, 0, 0),
+            (0xdead_beef, 0, 1),
+            (0xdead_beef, 0, 10),
+            (0xdead_beef, 1024, 0),
+            (0, 1024, 5),
+            (u64::MAX, u64::MAX, u32::MAX),
+            (0xdead_beef, 0, 2),
+        ] {
+            h.nonce = nonce;
+            h.batch_start = batch_start;
+            h.index = index;
+            assert_eq!(ids.of(&h), dedup_id(nonce, 7, batch_start, index as usize));
+        }
+    }
+
+    #[test]
+    fn read_end_bounds_every_record_below_it() {
+        let mut s = Segment::new(100);
+        s.summary.entries = vec![(100, 0), (300, 32_800), (500, 65_600)];
+        s.summary.len = 90_000;
+        assert_eq!(s.read_end(100), 0);
+        assert_eq!(s.read_end(101), 32_800);
+        assert_eq!(s.read_end(300), 32_800);
+        assert_eq!(s.read_end(301), 65_600);
+        assert_eq!(s.read_end(501), 90_000);
+        assert_eq!(s.read_end(u64::MAX), 90_000);
     }
 }
