@@ -5,7 +5,7 @@
 mod support;
 
 use bytes::Bytes;
-use net_adapter::{Adapter, Batch, BatchEvent, StoredEvent, MAX_PAGE};
+use net_adapter::{conformance, Adapter, Batch, StoredEvent, MAX_PAGE};
 use net_adapter_jetstream::{JetStreamAdapter, JetStreamAdapterConfig};
 use net_core::{
     BackpressureMode, BatchConfig, ConsumeRequest, EventBus, EventBusConfig, RawEvent, RetryPolicy,
@@ -178,18 +178,11 @@ async fn reading_100k_events_through_poll_costs_a_few_requests_per_page() {
             let adapter = adapter.clone();
             tokio::spawn(async move {
                 for start in (0..PER_SHARD).step_by(BATCH as usize) {
-                    let events = (start..start + BATCH)
-                        .map(|i| BatchEvent {
-                            raw: Bytes::from(format!(r#"{{"p":{shard},"i":{i}}}"#)),
-                            insertion_ts: 1_700_000_000_000_000_000 + i,
-                            shard_id: shard,
-                        })
-                        .collect();
+                    let payloads =
+                        (start..start + BATCH).map(|i| format!(r#"{{"p":{shard},"i":{i}}}"#));
                     let batch = Batch {
-                        shard_id: shard,
-                        events,
-                        sequence_start: start,
                         process_nonce: 7,
+                        ..conformance::batch(shard, start, payloads)
                     };
                     adapter.on_batch(Arc::new(batch)).await.expect("on_batch");
                 }

@@ -7,7 +7,7 @@ mod support;
 use async_nats::jetstream;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use net_adapter::{Adapter, AdapterError, Batch, BatchEvent, StoredEvent};
+use net_adapter::{conformance, Adapter, AdapterError, Batch, StoredEvent};
 use net_adapter_jetstream::{
     DurableConsumerConfig, JetStreamAdapter, JetStreamAdapterConfig, ReadPath, RecordError,
 };
@@ -18,17 +18,10 @@ use support::NatsServer;
 
 /// A batch of `n` events of `shard` from sequence `start`, payloads `{"shard":..,"seq":..}`.
 fn batch(shard: u16, nonce: u64, start: u64, n: u64) -> Arc<Batch> {
+    let payloads = (start..start + n).map(|seq| format!(r#"{{"shard":{shard},"seq":{seq}}}"#));
     Arc::new(Batch {
-        shard_id: shard,
-        events: (start..start + n)
-            .map(|seq| BatchEvent {
-                raw: Bytes::from(format!(r#"{{"shard":{shard},"seq":{seq}}}"#)),
-                insertion_ts: 1_700_000_000_000_000_000 + seq,
-                shard_id: shard,
-            })
-            .collect(),
-        sequence_start: start,
         process_nonce: nonce,
+        ..conformance::batch(shard, start, payloads)
     })
 }
 
@@ -167,19 +160,9 @@ async fn payloads_that_are_not_plain_json_round_trip_byte_for_byte() {
         b" {\"a\":1} ",
         b"42",
     ];
-    let events = payloads
-        .iter()
-        .map(|raw| BatchEvent {
-            raw: Bytes::copy_from_slice(raw),
-            insertion_ts: 9,
-            shard_id: 1,
-        })
-        .collect();
     let batch = Arc::new(Batch {
-        shard_id: 1,
-        events,
-        sequence_start: 0,
         process_nonce: 1,
+        ..conformance::batch(1, 0, payloads.iter().map(|raw| Bytes::copy_from_slice(raw)))
     });
     adapter.on_batch(batch).await.unwrap();
     let (stored, _) = read_all(&adapter, 1, 100).await;

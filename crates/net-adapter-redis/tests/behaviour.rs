@@ -5,29 +5,18 @@
 
 mod support;
 
-use bytes::Bytes;
-use net_adapter::{Adapter, AdapterError, Batch, BatchEvent};
+use net_adapter::{conformance, Adapter, AdapterError, Batch};
 use net_adapter_redis::{RedisAdapter, RedisAdapterConfig, WriteMode};
 use net_core::{BackpressureMode, BatchConfig, EventBus, EventBusConfig, RawEvent, RetryPolicy};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{Options, Redis};
 
-const NONCE: u64 = 0xfeed;
+const NONCE: u64 = conformance::BATCH_NONCE;
 
 fn batch(shard: u16, start: u64, n: u64) -> Arc<Batch> {
-    Arc::new(Batch {
-        shard_id: shard,
-        events: (start..start + n)
-            .map(|i| BatchEvent {
-                raw: Bytes::from(format!(r#"{{"i":{i}}}"#)),
-                insertion_ts: 1_700_000_000_000_000_000 + i,
-                shard_id: shard,
-            })
-            .collect(),
-        sequence_start: start,
-        process_nonce: NONCE,
-    })
+    let payloads = (start..start + n).map(|i| format!(r#"{{"i":{i}}}"#));
+    Arc::new(conformance::batch(shard, start, payloads))
 }
 
 async fn adapter(

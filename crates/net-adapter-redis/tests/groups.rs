@@ -4,8 +4,7 @@
 
 mod support;
 
-use bytes::Bytes;
-use net_adapter::{Adapter, AdapterError, Batch, BatchEvent};
+use net_adapter::{conformance, Adapter, AdapterError, Batch};
 use net_adapter_redis::{RedisAdapter, RedisAdapterConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,17 +15,10 @@ const SHARD: u16 = 1;
 const IDLE: Duration = Duration::from_millis(200);
 
 fn batch(start: u64, n: u64) -> Arc<Batch> {
+    let payloads = (start..start + n).map(|i| format!(r#"{{"i":{i}}}"#));
     Arc::new(Batch {
-        shard_id: SHARD,
-        events: (start..start + n)
-            .map(|i| BatchEvent {
-                raw: Bytes::from(format!(r#"{{"i":{i}}}"#)),
-                insertion_ts: i,
-                shard_id: SHARD,
-            })
-            .collect(),
-        sequence_start: start,
         process_nonce: 7,
+        ..conformance::batch(SHARD, start, payloads)
     })
 }
 

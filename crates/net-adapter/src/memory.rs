@@ -416,20 +416,12 @@ impl Adapter for MemoryAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BatchEvent;
-
     fn batch(shard_id: u16, nonce: u64, sequence_start: u64, n: usize) -> Arc<Batch> {
+        let payloads =
+            (sequence_start..sequence_start + n as u64).map(|i| format!("{{\"i\":{i}}}"));
         Arc::new(Batch {
-            shard_id,
-            events: (0..n)
-                .map(|i| BatchEvent {
-                    raw: Bytes::from(format!("{{\"i\":{}}}", sequence_start + i as u64)),
-                    insertion_ts: 1,
-                    shard_id,
-                })
-                .collect(),
-            sequence_start,
             process_nonce: nonce,
+            ..crate::conformance::batch(shard_id, sequence_start, payloads)
         })
     }
 

@@ -1,23 +1,13 @@
 //! What survives a restart: stored events, and dedup of batches delivered again afterwards.
 
 use file_adapter::FileAdapter;
-use net_adapter::conformance::unique_namespace;
-use net_adapter::{Adapter, Batch, BatchEvent};
+use net_adapter::conformance::{batch as batch_of, unique_namespace};
+use net_adapter::{Adapter, Batch};
 use std::sync::Arc;
 
 fn batch(sequence_start: u64, n: u64) -> Arc<Batch> {
-    Arc::new(Batch {
-        shard_id: 2,
-        events: (sequence_start..sequence_start + n)
-            .map(|seq| BatchEvent {
-                raw: format!("{{\"seq\":{seq}}}").into(),
-                insertion_ts: seq,
-                shard_id: 2,
-            })
-            .collect(),
-        sequence_start,
-        process_nonce: 0xfeed,
-    })
+    let payloads = (sequence_start..sequence_start + n).map(|seq| format!("{{\"seq\":{seq}}}"));
+    Arc::new(batch_of(2, sequence_start, payloads))
 }
 
 /// Drives the async adapter without a runtime: every future of `FileAdapter` is ready on its

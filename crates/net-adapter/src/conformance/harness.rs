@@ -5,7 +5,7 @@
 
 use super::outcome::window;
 use super::{ConformanceFailure, Fixture, HookError, HookResult, Outcome, Property};
-use crate::{Adapter, AdapterError, Batch, BatchEvent, ShardPollResult, StoredEvent};
+use crate::{Adapter, AdapterError, Batch, ShardPollResult, StoredEvent};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::any::Any;
@@ -308,17 +308,10 @@ impl Core {
 
     /// A batch of `n` events on `shard` with sequences `start..start + n`.
     pub(crate) fn batch(&self, shard: u16, start: u64, n: u64) -> Arc<Batch> {
+        let payloads = (start..start + n).map(|seq| payload(self.property, shard, seq));
         Arc::new(Batch {
-            shard_id: shard,
-            events: (start..start + n)
-                .map(|seq| BatchEvent {
-                    raw: payload(self.property, shard, seq),
-                    insertion_ts: BASE_TS + seq,
-                    shard_id: shard,
-                })
-                .collect(),
-            sequence_start: start,
             process_nonce: self.nonce,
+            ..super::batch(shard, start, payloads)
         })
     }
 

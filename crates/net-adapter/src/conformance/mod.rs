@@ -96,6 +96,8 @@ pub use fixture::{AdapterOnly, Capabilities, Fixture, HookError, HookResult, DEF
 pub use outcome::{ConformanceFailure, Evidence, Outcome, Report};
 pub use property::Property;
 
+use crate::{Batch, BatchEvent};
+use bytes::Bytes;
 use std::future::Future;
 use std::io::Write as _;
 use std::time::Duration;
@@ -111,6 +113,56 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// and carries 64 random bits, so runs of the kit against a shared server do not collide.
 pub fn unique_namespace() -> String {
     format!("net-conformance-{:016x}", harness::random_u64())
+}
+
+/// The producer nonce of every batch [`batch`] builds.
+pub const BATCH_NONCE: u64 = 0xfeed;
+
+/// The insertion timestamp [`batch`] gives the event of sequence 0, in nanoseconds since the
+/// Unix epoch (late 2023); the event of sequence `n` gets `BATCH_BASE_TS + n`.
+pub const BATCH_BASE_TS: u64 = harness::BASE_TS;
+
+/// A batch of `shard_id` whose events carry `payloads` in order, the first one at sequence
+/// `sequence_start`.
+///
+/// The event of sequence `n` is stamped `BATCH_BASE_TS + n`, so timestamps never decrease
+/// within a shard, and the batch carries [`BATCH_NONCE`]. Tests that need another nonce or
+/// other timestamps change the returned value's fields; wrap it in an `Arc` for
+/// [`Adapter::on_batch`](crate::Adapter::on_batch):
+///
+/// ```
+/// use net_adapter::conformance::{batch, BATCH_BASE_TS, BATCH_NONCE};
+/// use net_adapter::Batch;
+/// use std::sync::Arc;
+///
+/// let two = batch(3, 10, [r#"{"n":1}"#, r#"{"n":2}"#]);
+/// assert_eq!((two.shard_id, two.sequence_start, two.process_nonce), (3, 10, BATCH_NONCE));
+/// assert_eq!(two.events[1].raw, r#"{"n":2}"#);
+/// assert_eq!(two.events[1].insertion_ts, BATCH_BASE_TS + 11);
+/// assert!(two.events.iter().all(|event| event.shard_id == 3));
+///
+/// let other_producer = Arc::new(Batch { process_nonce: 7, ..batch(0, 0, [r#"{}"#]) });
+/// assert_eq!(other_producer.dedup_id(0), "7:0:0:0");
+/// ```
+pub fn batch<I>(shard_id: u16, sequence_start: u64, payloads: I) -> Batch
+where
+    I: IntoIterator,
+    I::Item: Into<Bytes>,
+{
+    Batch {
+        shard_id,
+        events: payloads
+            .into_iter()
+            .zip(sequence_start..)
+            .map(|(raw, seq)| BatchEvent {
+                raw: raw.into(),
+                insertion_ts: BATCH_BASE_TS.wrapping_add(seq),
+                shard_id,
+            })
+            .collect(),
+        sequence_start,
+        process_nonce: BATCH_NONCE,
+    }
 }
 
 /// Checks one property against the fixture and then asks the fixture to clean up.
