@@ -117,9 +117,11 @@ impl Log {
                 match fsync.extract::<String>()?.as_str() {
                     "every_batch" => FsyncPolicy::EveryBatch,
                     "never" => FsyncPolicy::Never,
-                    other => return Err(ConfigError::new_err(format!(
+                    other => {
+                        return Err(ConfigError::new_err(format!(
                         "fsync must be \"every_batch\", \"never\" or milliseconds, not {other:?}"
-                    ))),
+                    )))
+                    }
                 }
             };
         }
