@@ -5,7 +5,10 @@
 //! a shard hold its mutex, reads hold it only to plan. The map of shards is behind an
 //! `RwLock` taken briefly. The manifest has its own mutex, which makes `record_layout`'s
 //! `IfAbsent` atomic within the process; the `LOCK` file makes the process the only one.
-//! All file I/O runs in `tokio::task::spawn_blocking`, never on the async executor's threads.
+//! File I/O never holds up the async executor: it runs in `tokio::task::spawn_blocking`, except
+//! appends that do not sync (policies `Interval` and `Never`), which only copy into the page
+//! cache and run under `tokio::task::block_in_place` on a multi-thread runtime (the worker's
+//! other tasks move to another thread meanwhile), sparing two thread hand-offs per batch.
 //! The background thread holds only a `Weak` reference, so it never keeps the log open.
 
 use crate::config::{FsyncPolicy, LogAdapterConfig};
@@ -456,6 +459,23 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| AdapterError::Fatal(format!("log: {what}: the blocking task failed: {e}")))
 }
 
+/// Runs short blocking work (a write that only reaches the page cache) on the calling thread
+/// when that cannot hold up other tasks: on a multi-thread runtime, `block_in_place` first
+/// hands this worker's other tasks to another thread. This saves the two thread hand-offs of
+/// [`blocking`] per call. Elsewhere (a current-thread runtime) it is [`blocking`].
+async fn in_place<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AdapterError> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        Ok(tokio::task::block_in_place(f))
+    } else {
+        blocking(what, f).await
+    }
+}
+
 /// Parses a cursor: the decimal offset of the next event to read.
 fn parse_cursor(cursor: &str) -> Result<u64, AdapterError> {
     let shown: String = cursor.chars().take(40).collect();
@@ -495,7 +515,13 @@ impl Adapter for LogAdapter {
         #[cfg(not(feature = "test-hooks"))]
         let layer: Box<dyn WriteLayer> = Box::new(Direct);
         let b = batch.clone();
-        blocking("append", move || inner.append(&b, &*layer)).await??;
+        let append = move || inner.append(&b, &*layer);
+        if self.inner.config.fsync == FsyncPolicy::EveryBatch {
+            blocking("append", append).await??;
+        } else {
+            // No sync: the write only copies the batch into the page cache.
+            in_place("append", append).await??;
+        }
         #[cfg(feature = "test-hooks")]
         match fault {
             Some(LogFault::TransientAfterWrite) => {

@@ -35,9 +35,11 @@ pub(crate) struct Header {
 
 /// Appends one record (header and payload) to `out`.
 ///
-/// The header is built on the stack and the checksum runs over it and then over the payload
-/// where it lies, so the payload is read once for the checksum and once for the copy.
+/// The header is built on the stack and copied in whole; the checksum then runs over the
+/// record where it lies in `out`, in one pass (records of payloads that are a multiple of 8
+/// bytes long stay 8-byte aligned there, which the CRC32C instruction likes).
 pub(crate) fn encode(out: &mut Vec<u8>, h: &Header, payload: &[u8]) {
+    let start = out.len();
     let mut head = [0u8; HEADER];
     head[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     head[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -47,10 +49,10 @@ pub(crate) fn encode(out: &mut Vec<u8>, h: &Header, payload: &[u8]) {
     head[36..44].copy_from_slice(&h.batch_start.to_le_bytes());
     head[44..48].copy_from_slice(&h.index.to_le_bytes());
     head[48..52].copy_from_slice(&h.count.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[8..]), payload);
-    head[4..8].copy_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&head);
     out.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The framed size of a record with a payload of `len` bytes.
