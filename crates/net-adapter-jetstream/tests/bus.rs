@@ -58,13 +58,13 @@ async fn kill_nine_mid_ingest_and_restart_stores_every_accepted_event_once() {
         .ring_capacity(8192)
         .batch(BatchConfig::default().max_events(1000).max_delay_ms(5))
         .backpressure(BackpressureMode::Block)
-        .retry(RetryPolicy {
-            max_retries: 10_000,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(300),
-            attempt_timeout: Duration::from_secs(5),
-            ..RetryPolicy::default()
-        })
+        .retry(
+            RetryPolicy::default()
+                .max_retries(10_000)
+                .initial_backoff(Duration::from_millis(20))
+                .max_backoff(Duration::from_millis(300))
+                .attempt_timeout(Duration::from_secs(5)),
+        )
         .adapter_instance(adapter.clone())
         .build()
         .unwrap();

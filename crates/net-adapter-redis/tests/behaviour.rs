@@ -223,10 +223,7 @@ async fn a_key_of_the_wrong_type_is_fatal_not_a_retry_storm() {
                 .shards(1)
                 .batch(BatchConfig::default().max_events(10).max_delay_ms(1))
                 .backpressure(BackpressureMode::Block)
-                .retry(RetryPolicy {
-                    max_retries: 1_000,
-                    ..RetryPolicy::default()
-                })
+                .retry(RetryPolicy::default().max_retries(1_000))
                 .adapter_instance(RedisAdapter::new(config).expect("config"))
                 .build()
                 .expect("bus config"),

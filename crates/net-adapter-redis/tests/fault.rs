@@ -76,13 +76,13 @@ async fn sigkill_and_restart_mid_ingest_loses_and_duplicates_nothing() {
         .ring_capacity(8192)
         .batch(BatchConfig::default().max_events(256).max_delay_ms(2))
         .backpressure(BackpressureMode::Block)
-        .retry(RetryPolicy {
-            max_retries: 10_000,
-            initial_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_millis(100),
-            attempt_timeout: Duration::from_secs(5),
-            ..RetryPolicy::default()
-        })
+        .retry(
+            RetryPolicy::default()
+                .max_retries(10_000)
+                .initial_backoff(Duration::from_millis(5))
+                .max_backoff(Duration::from_millis(100))
+                .attempt_timeout(Duration::from_secs(5)),
+        )
         .adapter_instance(adapter.clone())
         .build()
         .expect("bus config");

@@ -48,8 +48,10 @@ pub enum MemoryFault {
     StallAfterWrite,
 }
 
-/// Settings of a [`MemoryAdapter`].
+/// Settings of a [`MemoryAdapter`]. Start from [`MemoryAdapterConfig::default`] and use the
+/// setters.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MemoryAdapterConfig {
     /// Retention: the newest entries kept per shard. Older entries are trimmed on append.
     pub max_events_per_shard: usize,

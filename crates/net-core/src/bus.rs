@@ -320,6 +320,14 @@ impl EventBus {
         self.inner.shutdown().await
     }
 
+    /// Whether the adapter reports its backend reachable, as its
+    /// [`is_healthy`](Adapter::is_healthy) answers now (a cheap liveness check, e.g. a ping
+    /// of the server). Events keep being accepted either way; this is for readiness probes
+    /// and dashboards.
+    pub async fn is_healthy(&self) -> bool {
+        self.inner.adapter.is_healthy().await
+    }
+
     /// The bus's counters.
     pub fn stats(&self) -> &EventBusStats {
         &self.inner.stats

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// When a shard's batch closes.
+///
+/// Start from [`BatchConfig::default`] and use the setters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BatchConfig {
     /// A batch closes as soon as it holds this many events.
     pub max_events: usize,
@@ -85,7 +88,25 @@ impl SamplingPolicy {
 }
 
 /// How the batch worker retries a batch after a retryable adapter error.
+///
+/// Start from [`RetryPolicy::default`] (or [`RetryPolicy::for_duration`]) and use the
+/// setters:
+///
+/// ```
+/// use net_core::RetryPolicy;
+/// use std::time::Duration;
+///
+/// let policy = RetryPolicy::default()
+///     .max_retries(3)
+///     .initial_backoff(Duration::from_millis(1))
+///     .max_backoff(Duration::from_millis(20))
+///     .attempt_timeout(Duration::from_secs(1))
+///     .max_elapsed(Some(Duration::from_secs(5)));
+/// assert_eq!(policy.max_retries, 3);
+/// assert_eq!(policy.max_elapsed, Some(Duration::from_secs(5)));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt before the batch is dropped.
     pub max_retries: u32,
@@ -132,6 +153,36 @@ impl RetryPolicy {
             max_elapsed: Some(window),
             ..Self::default()
         }
+    }
+
+    /// Sets [`RetryPolicy::max_retries`].
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Sets [`RetryPolicy::initial_backoff`].
+    pub fn initial_backoff(mut self, backoff: Duration) -> Self {
+        self.initial_backoff = backoff;
+        self
+    }
+
+    /// Sets [`RetryPolicy::max_backoff`].
+    pub fn max_backoff(mut self, backoff: Duration) -> Self {
+        self.max_backoff = backoff;
+        self
+    }
+
+    /// Sets [`RetryPolicy::attempt_timeout`].
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Sets [`RetryPolicy::max_elapsed`].
+    pub fn max_elapsed(mut self, budget: Option<Duration>) -> Self {
+        self.max_elapsed = budget;
+        self
     }
 }
 
@@ -236,6 +287,7 @@ impl AdapterFactory for AdapterInstance {
 /// Everything an [`crate::EventBus`] is built from. Build it with
 /// [`EventBusConfig::builder`], which validates it.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct EventBusConfig {
     /// Number of shards (rings and batch workers), at least 1.
     pub shards: u16,

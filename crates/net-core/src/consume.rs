@@ -50,8 +50,9 @@ pub enum Ordering {
     Timestamp,
 }
 
-/// What to read.
+/// What to read. Build it with [`ConsumeRequest::new`] and the setters.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct ConsumeRequest {
     /// The most events to return (clamped to [`MAX_POLL_LIMIT`]).
     pub limit: usize,
@@ -107,6 +108,7 @@ impl ConsumeRequest {
 /// A stretch of a shard that the cursor moved over without returning events: entries trimmed
 /// by retention, or entries the adapter could not decode.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShardGap {
     /// The shard.
     pub shard_id: u16,
@@ -118,6 +120,7 @@ pub struct ShardGap {
 
 /// A page of events.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConsumeResponse {
     /// The events, in the requested ordering.
     pub events: Vec<StoredEvent>,

@@ -297,6 +297,30 @@ async fn stale_cursor_reports_a_gap_and_resumes_at_the_earliest_event() {
 }
 
 #[tokio::test]
+async fn the_bus_reports_the_health_its_adapter_reports() {
+    let adapter = ScriptedAdapter::new(vec![Step::Ok]);
+    let bus = EventBus::new(
+        EventBusConfig::builder()
+            .shards(1)
+            .adapter_instance(adapter.clone())
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(bus.is_healthy().await);
+    adapter.set_healthy(false);
+    assert!(!bus.is_healthy().await);
+    // An unhealthy backend does not stop ingest; the bus only reports what the adapter says.
+    bus.ingest_raw(RawEvent::from_bytes(payload(0, 0))).unwrap();
+    adapter.set_healthy(true);
+    assert!(bus.is_healthy().await);
+    bus.flush().await.unwrap();
+    assert_eq!(poll_all(&bus, 10, Ordering::Sequence, None).await.len(), 1);
+    bus.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn shutdown_is_idempotent_and_refuses_new_events() {
     let bus = EventBus::new(EventBusConfig::default()).await.unwrap();
     bus.ingest_raw(RawEvent::from_bytes(payload(0, 0))).unwrap();
@@ -471,10 +495,7 @@ async fn a_shutdown_deadline_drops_only_what_is_stuck_and_counts_it() {
         EventBusConfig::builder()
             .shards(2)
             .batch(BatchConfig::default().max_events(4).max_delay_ms(1))
-            .retry(net_core::RetryPolicy {
-                attempt_timeout: Duration::from_secs(3600),
-                ..net_core::RetryPolicy::default()
-            })
+            .retry(net_core::RetryPolicy::default().attempt_timeout(Duration::from_secs(3600)))
             .shutdown_timeout(Duration::from_millis(300))
             .adapter_instance(adapter.clone())
             .build()

@@ -104,13 +104,11 @@ proptest! {
                 .ring_capacity(s.ring)
                 .batch(BatchConfig::default().max_events(s.max_events).max_delay_ms(1))
                 .backpressure(s.mode)
-                .retry(RetryPolicy {
-                    max_retries: s.max_retries,
-                    initial_backoff: Duration::from_millis(1),
-                    max_backoff: Duration::from_millis(2),
-                    attempt_timeout: Duration::from_secs(5),
-                    ..RetryPolicy::default()
-                })
+                .retry(RetryPolicy::default()
+                    .max_retries(s.max_retries)
+                    .initial_backoff(Duration::from_millis(1))
+                    .max_backoff(Duration::from_millis(2))
+                    .attempt_timeout(Duration::from_secs(5)))
                 .shutdown_timeout(Duration::from_millis(s.shutdown_timeout_ms))
                 .adapter_instance(adapter.clone())
                 .build()

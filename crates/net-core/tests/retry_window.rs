@@ -75,13 +75,12 @@ fn payload(i: u64) -> String {
 
 /// Fast backoff, so a count of retries covers far less time than the outage.
 fn quick(max_retries: u32, max_elapsed: Option<Duration>) -> RetryPolicy {
-    RetryPolicy {
-        max_retries,
-        initial_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(20),
-        attempt_timeout: Duration::from_secs(5),
-        max_elapsed,
-    }
+    RetryPolicy::default()
+        .max_retries(max_retries)
+        .initial_backoff(Duration::from_millis(5))
+        .max_backoff(Duration::from_millis(20))
+        .attempt_timeout(Duration::from_secs(5))
+        .max_elapsed(max_elapsed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

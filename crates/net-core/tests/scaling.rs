@@ -450,10 +450,11 @@ async fn gated_one_shard_bus(
         EventBusConfig::builder()
             .shards(1)
             .ring_capacity(ring)
-            .batch(BatchConfig {
-                max_events,
-                max_delay_ms: 0,
-            })
+            .batch(
+                BatchConfig::default()
+                    .max_events(max_events)
+                    .max_delay_ms(0),
+            )
             .backpressure(backpressure)
             .adapter_instance(adapter.clone())
             .build()
@@ -638,10 +639,7 @@ async fn flush_waits_for_an_event_on_a_shard_still_being_added() {
             EventBusConfig::builder()
                 .shards(1)
                 .ring_capacity(4)
-                .batch(BatchConfig {
-                    max_events: 2,
-                    max_delay_ms: 0,
-                })
+                .batch(BatchConfig::default().max_events(2).max_delay_ms(0))
                 .backpressure(BackpressureMode::Block)
                 .adapter_instance(adapter)
                 .build()

@@ -42,13 +42,13 @@ async fn bus(adapter: Arc<NetAdapter>) -> Arc<EventBus> {
         .ring_capacity(8192)
         .batch(BatchConfig::default().max_events(512).max_delay_ms(2))
         .backpressure(BackpressureMode::Block)
-        .retry(RetryPolicy {
-            max_retries: 100_000,
-            initial_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_millis(100),
-            attempt_timeout: Duration::from_secs(5),
-            ..RetryPolicy::default()
-        })
+        .retry(
+            RetryPolicy::default()
+                .max_retries(100_000)
+                .initial_backoff(Duration::from_millis(5))
+                .max_backoff(Duration::from_millis(100))
+                .attempt_timeout(Duration::from_secs(5)),
+        )
         .adapter_instance(adapter)
         .build()
         .unwrap();

@@ -6,7 +6,7 @@ use net_core::net_adapter::{
 };
 use net_core::{ConsumeRequest, EventBus, Ordering};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ pub struct ScriptedAdapter {
     next: AtomicU64,
     pub calls: Mutex<Vec<(u64, u16, u64, usize)>>,
     gate: tokio::sync::watch::Sender<bool>,
+    healthy: AtomicBool,
 }
 
 impl ScriptedAdapter {
@@ -45,7 +46,13 @@ impl ScriptedAdapter {
             next: AtomicU64::new(0),
             calls: Mutex::new(Vec::new()),
             gate: tokio::sync::watch::Sender::new(false),
+            healthy: AtomicBool::new(true),
         })
+    }
+
+    /// Sets what `is_healthy` answers from now on (healthy at first).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, AtomicOrdering::Relaxed);
     }
 
     /// Lets every `Step::Gated` call through, now and from then on.
@@ -102,6 +109,10 @@ impl Adapter for ScriptedAdapter {
 
     fn name(&self) -> &str {
         "scripted"
+    }
+
+    async fn is_healthy(&self) -> bool {
+        self.healthy.load(AtomicOrdering::Relaxed)
     }
 }
 
