@@ -33,7 +33,9 @@ thread_local! {
 ///
 /// The cost of sharing: a payload kept alive keeps its whole block alive (at most
 /// [`BLOCK_BYTES`], or the payload's own size when it is larger), as `Bytes::slice` does.
-pub(crate) fn serialize(value: &impl serde::Serialize) -> Result<Bytes, serde_json::Error> {
+pub(crate) fn serialize<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> Result<Bytes, serde_json::Error> {
     SERIALIZER.with(|cell| match cell.try_borrow_mut() {
         Ok(mut state) => {
             let Serializer { scratch, block } = &mut *state;
@@ -159,6 +161,43 @@ impl RawEvent {
     /// keeps its ingest order there.
     pub fn with_key(bytes: impl Into<Bytes>, key: impl AsRef<[u8]>) -> Self {
         Self::from_bytes_with_hash(bytes, xxh3_64(key.as_ref()))
+    }
+
+    /// Serializes any `T: Serialize` to JSON, routed by the hash of the payload like
+    /// [`RawEvent::from_bytes`].
+    ///
+    /// The payload is carved from a block shared with the payloads serialized before it on
+    /// this thread, as [`crate::EventBus::ingest`] does, instead of getting an allocation of
+    /// its own.
+    ///
+    /// ```
+    /// use net_core::RawEvent;
+    ///
+    /// let event = RawEvent::from_serialize(&[1, 2, 3])?;
+    /// assert_eq!(&event.bytes()[..], b"[1,2,3]");
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// What `serde_json` reports for a value it cannot serialize (a map with non-string keys,
+    /// a failing `Serialize` impl).
+    pub fn from_serialize<T: serde::Serialize + ?Sized>(
+        value: &T,
+    ) -> Result<Self, serde_json::Error> {
+        serialize(value).map(Self::from_bytes)
+    }
+
+    /// Like [`RawEvent::from_serialize`], routed by `key` like [`RawEvent::with_key`].
+    ///
+    /// # Errors
+    ///
+    /// As [`RawEvent::from_serialize`].
+    pub fn from_serialize_with_key<T: serde::Serialize + ?Sized>(
+        value: &T,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Self, serde_json::Error> {
+        serialize(value).map(|bytes| Self::with_key(bytes, key))
     }
 
     /// Serializes a JSON value.
