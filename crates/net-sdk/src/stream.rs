@@ -71,6 +71,12 @@ pub trait CursorStore: Send {
 /// after a crash the file holds either the old cursor or the new one, never a mix and never
 /// nothing.
 ///
+/// Loads and saves block on the file system (a save syncs the file and its directory). Called
+/// on a worker thread of a multi-threaded tokio runtime, as [`EventStream`] does, they run in
+/// a blocking section ([`tokio::task::block_in_place`]), so the runtime moves its other tasks
+/// to another thread instead of waiting for the disk. A current-thread runtime has no other
+/// thread to give them to; there they run inline.
+///
 /// Because a save never leaves the file empty, [`CursorStore::load`] refuses a file that is
 /// empty, not text, or more than one line (it was damaged or is not a cursor file) with an
 /// [`io::ErrorKind::InvalidData`] error, rather than starting over from the beginning.
@@ -111,65 +117,86 @@ fn invalid_data(reason: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, reason)
 }
 
+/// Runs `work`, which blocks on the file system, in a blocking section when called on a
+/// worker thread of a multi-threaded tokio runtime, so the runtime's other tasks keep running;
+/// anywhere else (no runtime, a current-thread runtime) it runs inline.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 impl CursorStore for FileCursor {
     fn load(&mut self) -> io::Result<Option<String>> {
-        let file = match fs::File::open(&self.path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut bytes = Vec::new();
-        io::Read::read_to_end(
-            &mut io::Read::take(file, MAX_CURSOR_FILE_BYTES + 1),
-            &mut bytes,
-        )?;
-        if bytes.len() as u64 > MAX_CURSOR_FILE_BYTES {
-            return Err(invalid_data("too large for a cursor file"));
-        }
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| invalid_data("not a cursor file: it holds binary data"))?;
-        let cursor = text.trim();
-        if cursor.is_empty() {
-            return Err(invalid_data(
-                "the cursor file is empty (a saved cursor never is: it was truncated)",
-            ));
-        }
-        if cursor.contains(['\n', '\r']) || cursor.chars().any(char::is_control) {
-            return Err(invalid_data(
-                "not a cursor file: more than one line of text",
-            ));
-        }
-        Ok(Some(cursor.to_owned()))
+        blocking(|| load_cursor_file(&self.path))
     }
 
     fn save(&mut self, cursor: &str) -> io::Result<()> {
-        if cursor.is_empty() || cursor.contains(['\n', '\r']) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a cursor is one non-empty line",
-            ));
-        }
-        let name = self
-            .path
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = self.path.with_file_name(tmp_name);
-        let result = (|| {
-            let mut file = fs::File::create(&tmp)?;
-            file.write_all(cursor.as_bytes())?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            sync_dir(&self.path)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        blocking(|| save_cursor_file(&self.path, cursor))
     }
+}
+
+/// What [`FileCursor::load`] reads, on the calling thread.
+fn load_cursor_file(path: &Path) -> io::Result<Option<String>> {
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(
+        &mut io::Read::take(file, MAX_CURSOR_FILE_BYTES + 1),
+        &mut bytes,
+    )?;
+    if bytes.len() as u64 > MAX_CURSOR_FILE_BYTES {
+        return Err(invalid_data("too large for a cursor file"));
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| invalid_data("not a cursor file: it holds binary data"))?;
+    let cursor = text.trim();
+    if cursor.is_empty() {
+        return Err(invalid_data(
+            "the cursor file is empty (a saved cursor never is: it was truncated)",
+        ));
+    }
+    if cursor.contains(['\n', '\r']) || cursor.chars().any(char::is_control) {
+        return Err(invalid_data(
+            "not a cursor file: more than one line of text",
+        ));
+    }
+    Ok(Some(cursor.to_owned()))
+}
+
+/// What [`FileCursor::save`] writes, on the calling thread.
+fn save_cursor_file(path: &Path, cursor: &str) -> io::Result<()> {
+    if cursor.is_empty() || cursor.contains(['\n', '\r']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a cursor is one non-empty line",
+        ));
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(cursor.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Makes the rename of `path` durable by syncing its directory (on Unix; elsewhere the
@@ -773,6 +800,50 @@ mod tests {
         assert!(store.save("").is_err());
         assert!(store.save("a\nb").is_err());
         assert_eq!(store.load().unwrap().as_deref(), Some("two"));
+    }
+
+    /// A save that blocks on the disk must not hold up the runtime's other tasks. The save's
+    /// temporary file is made a FIFO, so opening it blocks until someone reads it, as a write
+    /// to a stalled disk would; the runtime has a single worker, so a save that blocked that
+    /// worker would stop every other task.
+    #[cfg(unix)]
+    #[test]
+    fn a_file_cursor_save_that_blocks_leaves_the_runtime_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let tmp = dir.path().join(format!(".c.tmp-{}", std::process::id()));
+        let made = std::process::Command::new("mkfifo").arg(&tmp).status();
+        assert!(made.expect("mkfifo runs").success(), "mkfifo failed");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (started, wait_started) = std::sync::mpsc::channel();
+        let mut store = FileCursor::new(&path);
+        let save = runtime.spawn(async move {
+            started.send(()).unwrap();
+            store.save("AQID")
+        });
+        wait_started.recv().unwrap();
+        // Give the save time to reach its blocking open.
+        std::thread::sleep(Duration::from_millis(50));
+        // The other task and the wait for it use no tokio timer: the runtime's only worker
+        // drives the timers, and it may be the thread that is stuck.
+        let (ran, wait_ran) = std::sync::mpsc::channel();
+        drop(runtime.spawn(async move { ran.send(()).unwrap() }));
+        let other_ran = wait_ran.recv_timeout(Duration::from_secs(5)).is_ok();
+        let save_was_blocked = !save.is_finished();
+        // Unblock the save whatever happened, then check.
+        let written = fs::read(&tmp).unwrap();
+        // The FIFO takes the bytes but cannot be synced; what matters is that they arrived.
+        let _ = runtime.block_on(save).unwrap();
+        assert!(save_was_blocked, "the save did not block on the FIFO");
+        assert!(
+            other_ran,
+            "a blocked save stopped the runtime's other tasks"
+        );
+        assert_eq!(written, b"AQID\n");
     }
 
     /// Loads a cursor file holding `bytes`: the cursor, or the kind of error.
