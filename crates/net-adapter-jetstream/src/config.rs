@@ -5,7 +5,7 @@
 //! connects: a zero timeout, a zero dedup window or zero replicas is rejected, never used as a
 //! divisor or a "wait forever".
 
-use net_adapter::AdapterError;
+use net_adapter::InvalidSetting;
 use std::fmt;
 use std::time::Duration;
 
@@ -243,11 +243,9 @@ impl JetStreamAdapterConfig {
     }
 
     /// Checks every setting; the error names the first one that cannot work.
-    pub fn validate(&self) -> Result<(), AdapterError> {
-        let invalid = |field: &str, reason: String| {
-            Err(AdapterError::Fatal(format!(
-                "jetstream: invalid setting `{field}`: {reason}"
-            )))
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let invalid = |field: &'static str, reason: String| {
+            Err(InvalidSetting::new("jetstream", field, reason))
         };
         if self.url.trim().is_empty() {
             return invalid("url", "it is empty".into());
@@ -386,6 +384,7 @@ impl fmt::Debug for JetStreamAdapterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use net_adapter::AdapterError;
 
     fn base() -> JetStreamAdapterConfig {
         JetStreamAdapterConfig::new("nats://127.0.0.1:4222", "events")
@@ -396,9 +395,10 @@ mod tests {
         match (config.validate(), expected) {
             (Ok(()), None) => {}
             (Err(e), Some(field)) => {
+                assert_eq!((e.backend, e.field), ("jetstream", field), "{e}");
                 let text = e.to_string();
-                assert!(e.is_fatal(), "{text}");
-                assert!(text.contains(&format!("`{field}`")), "{text}");
+                assert!(text.starts_with(&format!("invalid jetstream setting `{field}`: ")));
+                assert!(AdapterError::from(e).is_fatal(), "{text}");
             }
             (got, want) => panic!("config {config:?}: got {got:?}, expected {want:?}"),
         }

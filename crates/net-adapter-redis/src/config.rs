@@ -1,6 +1,7 @@
 //! [`RedisAdapterConfig`]: where the adapter connects, how it names its keys and how it
 //! writes; [`ConfigError`] for settings it cannot work with; URL redaction.
 
+use net_adapter::InvalidSetting;
 use std::fmt;
 use std::time::Duration;
 use thiserror::Error;
@@ -131,14 +132,11 @@ impl RedisAdapterConfig {
         redact_url(&self.url)
     }
 
-    /// Checks every setting that can be checked without a server.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field: &'static str, reason: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                reason: reason.to_owned(),
-            })
-        };
+    /// Checks every setting that can be checked without a server; the error names the first
+    /// one that cannot work.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let invalid =
+            |field: &'static str, reason: &str| Err(InvalidSetting::new("redis", field, reason));
         if self.stream_name.is_empty() {
             return invalid("stream_name", "must not be empty");
         }
@@ -207,14 +205,10 @@ impl fmt::Display for RedisAdapterConfig {
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// A setting has a value outside what the adapter accepts.
-    #[error("invalid redis adapter setting `{field}`: {reason}")]
-    Invalid {
-        /// The setting's name.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// A setting has a value outside what the adapter accepts (what
+    /// [`RedisAdapterConfig::validate`] reports).
+    #[error(transparent)]
+    Invalid(#[from] InvalidSetting),
     /// The URL cannot be parsed; the message shows it redacted.
     #[error("invalid redis url {url}: {reason}")]
     Url {
@@ -265,7 +259,19 @@ mod tests {
         let ok = RedisAdapterConfig::new("redis://h", "ev");
         assert_eq!(ok.validate(), Ok(()));
         let field = |c: RedisAdapterConfig| match c.validate() {
-            Err(ConfigError::Invalid { field, .. }) => field,
+            Err(err) => {
+                assert_eq!(err.backend, "redis");
+                assert!(
+                    err.to_string().starts_with("invalid redis setting `"),
+                    "{err}"
+                );
+                // `RedisAdapter::new` reports the same error.
+                assert_eq!(
+                    crate::RedisAdapter::new(c).err(),
+                    Some(ConfigError::Invalid(err.clone()))
+                );
+                err.field
+            }
             other => panic!("{other:?}"),
         };
         assert_eq!(field(ok.clone().max_len(0)), "max_len");

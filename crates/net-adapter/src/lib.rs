@@ -6,7 +6,8 @@
 //!
 //! - [`Adapter`]: the trait, with its contract written on it;
 //! - [`Batch`], [`BatchEvent`], [`StoredEvent`], [`ShardPollResult`]: the types it speaks;
-//! - [`AdapterError`]: the error classification the bus acts on;
+//! - [`AdapterError`]: the error classification the bus acts on, and [`InvalidSetting`], the
+//!   one shape every adapter's configuration check reports a bad setting in;
 //! - [`StreamLayout`]: the shard count producers and consumers of a stream agree on, which
 //!   adapters record in their backend;
 //! - [`NoopAdapter`] and [`MemoryAdapter`]: the two reference adapters;
@@ -29,6 +30,7 @@ mod memory;
 mod noop;
 pub mod payload;
 mod redact;
+mod setting;
 mod types;
 
 pub use adapter::Adapter;
@@ -37,6 +39,7 @@ pub use layout::{LayoutWrite, StreamLayout};
 pub use memory::{MemoryAdapter, MemoryAdapterConfig, MemoryFault};
 pub use noop::NoopAdapter;
 pub use redact::redact_url;
+pub use setting::InvalidSetting;
 pub use types::{dedup_id, Batch, BatchEvent, ShardPollResult, StoredEvent, MAX_PAGE};
 
 /// Re-exported so adapter authors use the same `async_trait` as the trait itself.

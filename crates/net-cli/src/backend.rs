@@ -210,10 +210,7 @@ pub(crate) fn adapter_config(kind: StoreKind, url: &str, stream: &str) -> Result
         StoreKind::Log => Err(usage("the log is configured with --dir, not a URL")),
         StoreKind::Jetstream => {
             let config = JetStreamAdapterConfig::new(url, stream);
-            config.validate().map_err(|e| {
-                let text = e.to_string();
-                usage(text.strip_prefix("fatal adapter error: ").unwrap_or(&text))
-            })?;
+            config.validate().map_err(|e| usage(e.to_string()))?;
             Ok(AdapterConfig::jetstream(config))
         }
     }
@@ -256,6 +253,30 @@ pub(crate) async fn check_reachable(bus: &EventBus, what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_broker_settings_are_usage_errors_in_one_shape() {
+        for (kind, url, stream, expected) in [
+            (
+                StoreKind::Redis,
+                "redis://127.0.0.1:6379",
+                "two words",
+                "invalid redis setting `stream_name`: ",
+            ),
+            (
+                StoreKind::Jetstream,
+                "nats://127.0.0.1:4222",
+                "has.dot",
+                "invalid jetstream setting `stream_name`: ",
+            ),
+        ] {
+            let err = adapter_config(kind, url, stream).expect_err("a bad stream name");
+            let usage = err
+                .downcast_ref::<crate::exit::UsageError>()
+                .expect("a usage error");
+            assert!(usage.0.starts_with(expected), "{kind:?}: {}", usage.0);
+        }
+    }
 
     fn check(text: &str, expected: Option<FsyncPolicy>) {
         assert_eq!(parse_fsync(text).ok(), expected, "{text}");

@@ -137,7 +137,8 @@ impl AdapterFactory for AdapterConfig {
             AdapterConfig::Log(config) => open_log(config.clone()).await,
             #[cfg(feature = "jetstream")]
             AdapterConfig::JetStream(config) => {
-                config.validate()?;
+                // A bad setting reaches the bus as the fatal adapter error it always was.
+                config.validate().map_err(net_adapter::AdapterError::from)?;
                 Ok(Box::new(net_adapter_jetstream::JetStreamAdapter::new(
                     config.clone(),
                 )))
