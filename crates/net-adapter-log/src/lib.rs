@@ -79,8 +79,11 @@
 //! 2. **Acknowledged means durable, under the default policy.** With [`FsyncPolicy::EveryBatch`]
 //!    `on_batch` returns `Ok` only after `fdatasync` of the segment (and, when it created a new
 //!    segment, of the shard directory). With `Interval` a background task syncs dirty segments
-//!    at that period; with `Never` the OS decides. `flush` syncs every dirty segment under every
-//!    policy, so a returned `flush` means durable.
+//!    at that period; with `Never` the OS decides. Under those two policies sealing a segment
+//!    does not sync it either: it stays dirty (at most four sealed segments per shard; sealing
+//!    a fifth syncs the oldest) until the next sync. `flush` syncs every dirty segment, and
+//!    the directories of segments created without a sync, under every policy, so a returned
+//!    `flush` means durable.
 //! 3. **Offsets are dense per shard.** Record `k` of a shard has offset `k`; the cursor is the
 //!    offset of the next event to read (one past the last event delivered), written as
 //!    decimal text, and an event's id is its offset plus one, so it resumes right after the
@@ -113,8 +116,12 @@
 //!    acknowledgement stores the retry once. It remembers the 1024 nonces that wrote last per
 //!    shard.
 //! 7. **Memory does not grow with the log.** Reads use positioned reads (`read_at`) on segment
-//!    files; RAM holds the sparse indexes (12 bytes per 32 KiB), a bounded set of open files,
-//!    and one page of events at a time.
+//!    files; RAM holds the sparse indexes (12 bytes per 32 KiB), a bounded set of open files
+//!    (the active segment of each shard and at most 64 sealed ones per log, a deleted
+//!    segment's handle closed with it), where the last 256 pages ended, and one page of
+//!    events at a time. A page is read with one `read_at` per segment when it fits in 2 MiB
+//!    (its size estimated from the sparse index), and its payloads are slices of that read,
+//!    not copies, so an event kept after its page keeps that read's bytes alive.
 //! 8. **Retention by whole segments, in the background.** A task checks every shard each
 //!    `retention.check_interval`: while the shard would still hold at least `max_events`
 //!    events or `max_bytes` bytes without its oldest sealed segment, or that segment's newest
