@@ -143,17 +143,7 @@ pub(crate) fn consumer(e: RustConsumerError) -> PyErr {
 
 /// The name of an adapter error's variant, as `AdapterError.args[1]` and `.kind` give it.
 fn adapter_kind(e: &RustAdapterError) -> &'static str {
-    match e {
-        RustAdapterError::Transient(_) => "transient",
-        RustAdapterError::Fatal(_) => "fatal",
-        RustAdapterError::Backpressure => "backpressure",
-        RustAdapterError::Connection(_) => "connection",
-        RustAdapterError::Shutdown => "shutdown",
-        RustAdapterError::Serialization(_) => "serialization",
-        RustAdapterError::TooLarge { .. } => "too_large",
-        RustAdapterError::InvalidCursor(_) => "invalid_cursor",
-        _ => "other",
-    }
+    e.kind().as_str()
 }
 
 /// The exception for a failed flush, shutdown or backend call: `AdapterError(message, kind)`.

@@ -1,5 +1,6 @@
 //! The error an adapter returns, and how the bus classifies it.
 
+use std::fmt;
 use thiserror::Error;
 
 /// Result alias for adapter operations.
@@ -51,37 +52,117 @@ pub enum AdapterError {
     InvalidCursor(String),
 }
 
-impl AdapterError {
+/// The class of an [`AdapterError`], without its message: what stats count, what the mesh
+/// sends a peer, what a caller matches on to decide what to do.
+///
+/// Matching on the kind rather than on the error's variants keeps working when a variant
+/// gains fields (such as a source error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AdapterErrorKind {
+    /// [`AdapterError::Transient`].
+    Transient,
+    /// [`AdapterError::Fatal`].
+    Fatal,
+    /// [`AdapterError::Backpressure`].
+    Backpressure,
+    /// [`AdapterError::Connection`].
+    Connection,
+    /// [`AdapterError::Shutdown`].
+    Shutdown,
+    /// [`AdapterError::Serialization`].
+    Serialization,
+    /// [`AdapterError::TooLarge`].
+    TooLarge,
+    /// [`AdapterError::InvalidCursor`].
+    InvalidCursor,
+}
+
+impl AdapterErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: &'static [AdapterErrorKind] = &[
+        AdapterErrorKind::Transient,
+        AdapterErrorKind::Fatal,
+        AdapterErrorKind::Backpressure,
+        AdapterErrorKind::Connection,
+        AdapterErrorKind::Shutdown,
+        AdapterErrorKind::Serialization,
+        AdapterErrorKind::TooLarge,
+        AdapterErrorKind::InvalidCursor,
+    ];
+
+    /// A short stable name, for stats and logs ("transient", "too_large", ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdapterErrorKind::Transient => "transient",
+            AdapterErrorKind::Fatal => "fatal",
+            AdapterErrorKind::Backpressure => "backpressure",
+            AdapterErrorKind::Connection => "connection",
+            AdapterErrorKind::Shutdown => "shutdown",
+            AdapterErrorKind::Serialization => "serialization",
+            AdapterErrorKind::TooLarge => "too_large",
+            AdapterErrorKind::InvalidCursor => "invalid_cursor",
+        }
+    }
+
     /// True for `Transient`, `Backpressure` and `Connection`: the same call may succeed later.
-    pub fn is_retryable(&self) -> bool {
+    pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            AdapterError::Transient(_) | AdapterError::Backpressure | AdapterError::Connection(_)
+            AdapterErrorKind::Transient
+                | AdapterErrorKind::Backpressure
+                | AdapterErrorKind::Connection
         )
     }
 
     /// True for `Fatal`, `Serialization`, `TooLarge` and `Shutdown`: retrying cannot succeed.
-    pub fn is_fatal(&self) -> bool {
+    pub fn is_fatal(self) -> bool {
         matches!(
             self,
-            AdapterError::Fatal(_)
-                | AdapterError::Serialization(_)
-                | AdapterError::TooLarge { .. }
-                | AdapterError::Shutdown
+            AdapterErrorKind::Fatal
+                | AdapterErrorKind::Serialization
+                | AdapterErrorKind::TooLarge
+                | AdapterErrorKind::Shutdown
         )
     }
+}
 
-    /// A short stable name of the variant, for stats and logs.
-    pub fn kind(&self) -> &'static str {
+impl fmt::Display for AdapterErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares with the stable name ([`AdapterErrorKind::as_str`]), as `kind()` returned before
+/// it had a type of its own.
+impl PartialEq<&str> for AdapterErrorKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl AdapterError {
+    /// True for `Transient`, `Backpressure` and `Connection`: the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+
+    /// True for `Fatal`, `Serialization`, `TooLarge` and `Shutdown`: retrying cannot succeed.
+    pub fn is_fatal(&self) -> bool {
+        self.kind().is_fatal()
+    }
+
+    /// The class of the error (its name for stats and logs is `kind().as_str()`).
+    pub fn kind(&self) -> AdapterErrorKind {
         match self {
-            AdapterError::Transient(_) => "transient",
-            AdapterError::Fatal(_) => "fatal",
-            AdapterError::Backpressure => "backpressure",
-            AdapterError::Connection(_) => "connection",
-            AdapterError::Shutdown => "shutdown",
-            AdapterError::Serialization(_) => "serialization",
-            AdapterError::TooLarge { .. } => "too_large",
-            AdapterError::InvalidCursor(_) => "invalid_cursor",
+            AdapterError::Transient(_) => AdapterErrorKind::Transient,
+            AdapterError::Fatal(_) => AdapterErrorKind::Fatal,
+            AdapterError::Backpressure => AdapterErrorKind::Backpressure,
+            AdapterError::Connection(_) => AdapterErrorKind::Connection,
+            AdapterError::Shutdown => AdapterErrorKind::Shutdown,
+            AdapterError::Serialization(_) => AdapterErrorKind::Serialization,
+            AdapterError::TooLarge { .. } => AdapterErrorKind::TooLarge,
+            AdapterError::InvalidCursor(_) => AdapterErrorKind::InvalidCursor,
         }
     }
 }
@@ -93,6 +174,32 @@ mod tests {
     fn check(e: AdapterError, retryable: bool, fatal: bool) {
         assert_eq!(e.is_retryable(), retryable, "{e:?}");
         assert_eq!(e.is_fatal(), fatal, "{e:?}");
+        assert_eq!(e.kind().is_retryable(), retryable, "{e:?}");
+        assert_eq!(e.kind().is_fatal(), fatal, "{e:?}");
+    }
+
+    #[test]
+    fn kinds_have_distinct_stable_names() {
+        let names: Vec<&str> = AdapterErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "transient",
+                "fatal",
+                "backpressure",
+                "connection",
+                "shutdown",
+                "serialization",
+                "too_large",
+                "invalid_cursor"
+            ]
+        );
+        assert_eq!(
+            AdapterError::Connection("c".into()).kind(),
+            AdapterErrorKind::Connection
+        );
+        assert_eq!(AdapterErrorKind::TooLarge.to_string(), "too_large");
+        assert_eq!(AdapterError::Shutdown.kind(), "shutdown");
     }
 
     #[test]

@@ -34,7 +34,7 @@ mod setting;
 mod types;
 
 pub use adapter::Adapter;
-pub use error::{AdapterError, AdapterResult};
+pub use error::{AdapterError, AdapterErrorKind, AdapterResult};
 pub use layout::{LayoutWrite, StreamLayout};
 pub use memory::{MemoryAdapter, MemoryAdapterConfig, MemoryFault};
 pub use noop::NoopAdapter;

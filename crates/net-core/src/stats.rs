@@ -17,7 +17,7 @@
 //! While the bus runs, the difference is what is queued or in flight.
 
 use crate::routing::SharedRouting;
-use net_adapter::AdapterError;
+use net_adapter::{AdapterError, AdapterErrorKind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters of the bus. Read them with `load(Ordering::Relaxed)` or take a
@@ -96,14 +96,14 @@ pub struct AdapterErrorCounts {
 
 impl AdapterErrorCounts {
     pub(crate) fn record(&self, e: &AdapterError) {
-        let c = match e {
-            AdapterError::Transient(_) => &self.transient,
-            AdapterError::Fatal(_) => &self.fatal,
-            AdapterError::Backpressure => &self.backpressure,
-            AdapterError::Connection(_) => &self.connection,
-            AdapterError::Shutdown => &self.shutdown,
-            AdapterError::Serialization(_) => &self.serialization,
-            AdapterError::TooLarge { .. } => &self.too_large,
+        let c = match e.kind() {
+            AdapterErrorKind::Transient => &self.transient,
+            AdapterErrorKind::Fatal => &self.fatal,
+            AdapterErrorKind::Backpressure => &self.backpressure,
+            AdapterErrorKind::Connection => &self.connection,
+            AdapterErrorKind::Shutdown => &self.shutdown,
+            AdapterErrorKind::Serialization => &self.serialization,
+            AdapterErrorKind::TooLarge => &self.too_large,
             _ => &self.other,
         };
         c.fetch_add(1, Ordering::Relaxed);

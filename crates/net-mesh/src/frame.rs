@@ -187,12 +187,13 @@ pub struct RemoteError {
 impl RemoteError {
     /// The reply to send for a local adapter error.
     pub fn from_adapter(error: &AdapterError) -> Self {
-        let kind = match error {
-            AdapterError::Transient(_) => ErrorKind::Transient,
-            AdapterError::Backpressure => ErrorKind::Backpressure,
-            AdapterError::Connection(_) => ErrorKind::Connection,
-            AdapterError::Shutdown => ErrorKind::Shutdown,
-            AdapterError::InvalidCursor(_) => ErrorKind::InvalidCursor,
+        use net_adapter::AdapterErrorKind as Local;
+        let kind = match error.kind() {
+            Local::Transient => ErrorKind::Transient,
+            Local::Backpressure => ErrorKind::Backpressure,
+            Local::Connection => ErrorKind::Connection,
+            Local::Shutdown => ErrorKind::Shutdown,
+            Local::InvalidCursor => ErrorKind::InvalidCursor,
             _ => ErrorKind::Fatal,
         };
         let mut message = error.to_string();
