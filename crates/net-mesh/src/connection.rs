@@ -131,11 +131,13 @@ impl Connection {
     }
 
     /// True once the peer's `Hello` arrived, until the connection ends.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn is_established(&self) -> bool {
         self.phase == Phase::Established
     }
 
     /// True once the connection ended.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }
