@@ -47,7 +47,7 @@ pub const PROLOGUE: &[u8] = b"net-mesh/1";
 pub const MAX_NOISE_MESSAGE: usize = 65_535;
 /// The largest handshake message accepted; a longer length prefix ends the handshake at once.
 pub const MAX_HANDSHAKE_MESSAGE: usize = 512;
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(feature = "fuzzing")]
 pub use payload::IDENTITY_PAYLOAD_LEN;
 /// Authentication tag added by ChaCha20-Poly1305.
 const TAG_LEN: usize = 16;
