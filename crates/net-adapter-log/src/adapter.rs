@@ -11,9 +11,13 @@
 //! other tasks move to another thread meanwhile), sparing two thread hand-offs per batch.
 //! The background thread holds only a `Weak` reference, so it never keeps the log open.
 
+use crate::append::{Direct, WriteLayer};
 use crate::config::{FsyncPolicy, LogAdapterConfig};
 use crate::files::{self, Manifest};
-use crate::shard::{self, Direct, Readers, Recovery, Shard, WriteLayer};
+use crate::page;
+use crate::read_cache::Readers;
+use crate::recovery::Recovery;
+use crate::shard::Shard;
 use crate::LogError;
 use net_adapter::{
     async_trait, Adapter, AdapterError, Batch, LayoutWrite, ShardPollResult, StreamLayout, MAX_PAGE,
@@ -307,8 +311,7 @@ impl Inner {
                 None => Shard::empty(&self.root, id, self.readers.clone()).plan(cursor, budget),
             }
             .map_err(|bad| AdapterError::InvalidCursor(format!("log: {}", bad.0)))?;
-            let read =
-                shard::read(id, plan, &self.readers).map_err(LogError::into_adapter_error)?;
+            let read = page::read(id, plan, &self.readers).map_err(LogError::into_adapter_error)?;
             if let Some(mut page) = read {
                 let opened = std::mem::take(&mut page.opened);
                 if let (Some(s), false) = (&shard, opened.is_empty()) {

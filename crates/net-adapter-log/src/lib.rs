@@ -140,17 +140,32 @@
 //!
 //! - `record`: the frame and the forward scan with resynchronisation;
 //! - `files`: `MANIFEST`, `START`, `LOCK`, `.idx` and atomic replacement;
-//! - `shard`: one shard's segments, recovery, appends, reads and retention;
+//! - `shard`: one shard's state and the bookkeeping every part of it shares (fields, accessors,
+//!   the producer nonces it remembers for dedup);
+//! - `segment`: a segment's summary and sparse index;
+//! - `recovery`: opening a shard from disk and cutting off what a crash tore;
+//! - `append`: the write path (all-or-nothing appends, new segments, sealing);
+//! - `sync`: what a shard wrote but has not synced yet, and syncing it;
+//! - `retention`: moving the log start and deleting whole sealed segments;
+//! - `page`: read plans taken under the shard's lock and pages read without it;
+//! - `read_cache`: open read handles and page ends, shared by a log's shards;
 //! - `adapter`: [`LogAdapter`], the [`net_adapter::Adapter`] implementation and the
 //!   background thread (interval syncs, retention);
 //! - `config` and `error`: [`LogAdapterConfig`] and [`LogError`].
 
 mod adapter;
+mod append;
 mod config;
 mod error;
 mod files;
+mod page;
+mod read_cache;
 mod record;
+mod recovery;
+mod retention;
+mod segment;
 mod shard;
+mod sync;
 
 #[cfg(feature = "test-hooks")]
 pub use adapter::LogFault;
@@ -159,4 +174,4 @@ pub use config::{
     FsyncPolicy, LogAdapterConfig, Retention, MAX_BATCH_BYTES, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES,
 };
 pub use error::LogError;
-pub use shard::Recovery;
+pub use recovery::Recovery;
