@@ -25,15 +25,22 @@ fn key(event: &StoredEvent) -> (u64, u64) {
     )
 }
 
-/// Every event of `shard`, read page by page with the largest pages.
+/// Every event of `shard`, read page by page with the largest pages. A retryable error (a
+/// server still recovering its streams after a restart answers slowly) is retried, as a
+/// consumer would, for up to 30 s.
 async fn read_shard(adapter: &JetStreamAdapter, shard: u16) -> Vec<StoredEvent> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let page = adapter
-            .poll_shard(shard, cursor.as_deref(), MAX_PAGE)
-            .await
-            .expect("poll_shard");
+        let page = match adapter.poll_shard(shard, cursor.as_deref(), MAX_PAGE).await {
+            Ok(page) => page,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => panic!("poll_shard: {e:?}"),
+        };
         out.extend(page.events);
         cursor = Some(page.cursor);
         if !page.has_more {
