@@ -201,30 +201,14 @@ impl Load {
 
 /// `ingest_raw` of the load into `bus`, timed until `flush()` returned.
 async fn bus_raw_once(bus: &EventBus, load: &Load, series: &mut Series) -> Result<Duration> {
-    let before = bus.stats().snapshot();
-    let failed = AtomicU64::new(0);
-    let produce = |index: usize| {
+    bus_timed(bus, load, series, |failed, index| {
         for event in load.events(index) {
             if bus.ingest_raw(event.clone()).is_err() {
                 failed.fetch_add(1, Relaxed);
             }
         }
-    };
-    let (start, ()) = released(load.producers(), produce, || ())?;
-    bus.flush().await?;
-    let elapsed = start.elapsed();
-    series.problems.extend(count_problems(
-        &before,
-        &bus.stats().snapshot(),
-        load.total(),
-    ));
-    let failed = failed.load(Relaxed);
-    if failed > 0 {
-        series
-            .problems
-            .push(format!("{failed} ingest calls failed"));
-    }
-    Ok(elapsed)
+    })
+    .await
 }
 
 /// Events per `ingest_raw_batch` call in the batch rows.
@@ -233,17 +217,28 @@ const BATCH_CALL: usize = 1_000;
 /// The load through the bus with `ingest_raw_batch`, [`BATCH_CALL`] events per call, as a
 /// language binding sends them; then a flush, inside the measurement.
 async fn bus_raw_batch_once(bus: &EventBus, load: &Load, series: &mut Series) -> Result<Duration> {
-    let before = bus.stats().snapshot();
-    let failed = AtomicU64::new(0);
-    let produce = |index: usize| {
+    bus_timed(bus, load, series, |failed, index| {
         let mut events = load.events(index).cloned().peekable();
         while events.peek().is_some() {
             let outcome = bus.ingest_raw_batch(events.by_ref().take(BATCH_CALL));
-            if !outcome.refused.is_empty() {
-                failed.fetch_add(outcome.refused.len() as u64, Relaxed);
-            }
+            failed.fetch_add(outcome.refused.len() as u64, Relaxed);
         }
-    };
+    })
+    .await
+}
+
+/// Runs `ingest` for every producer (given the counter of refused events and the producer's
+/// index), then flushes `bus`; returns the time until the flush returned, and records in
+/// `series` any event refused or not accounted for.
+async fn bus_timed(
+    bus: &EventBus,
+    load: &Load,
+    series: &mut Series,
+    ingest: impl Fn(&AtomicU64, usize) + Sync,
+) -> Result<Duration> {
+    let before = bus.stats().snapshot();
+    let failed = AtomicU64::new(0);
+    let produce = |index: usize| ingest(&failed, index);
     let (start, ()) = released(load.producers(), produce, || ())?;
     bus.flush().await?;
     let elapsed = start.elapsed();
@@ -256,7 +251,7 @@ async fn bus_raw_batch_once(bus: &EventBus, load: &Load, series: &mut Series) ->
     if failed > 0 {
         series
             .problems
-            .push(format!("{failed} events of batch calls were refused"));
+            .push(format!("{failed} events were refused by the bus"));
     }
     Ok(elapsed)
 }
