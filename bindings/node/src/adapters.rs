@@ -16,7 +16,10 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct AdapterOptions {
     /// `memory` (the default), `log`, `redis`, `jetstream`, `mesh` or `noop`.
-    #[napi(js_name = "type", ts_type = "'memory' | 'log' | 'redis' | 'jetstream' | 'mesh' | 'noop'")]
+    #[napi(
+        js_name = "type",
+        ts_type = "'memory' | 'log' | 'redis' | 'jetstream' | 'mesh' | 'noop'"
+    )]
     pub kind: String,
     /// memory: the newest events kept per shard (default 1,000,000).
     pub max_events_per_shard: Option<u32>,

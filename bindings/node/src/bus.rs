@@ -152,7 +152,8 @@ pub(crate) fn ordering(name: Option<&str>) -> napi::Result<Ordering> {
 /// `filter` (JSON text) as a filter.
 pub(crate) fn filter(text: Option<&str>) -> napi::Result<Option<Filter>> {
     text.map(|text| {
-        Filter::parse(text).map_err(|e| coded(errors::INVALID_FILTER, format!("invalid filter: {e}")))
+        Filter::parse(text)
+            .map_err(|e| coded(errors::INVALID_FILTER, format!("invalid filter: {e}")))
     })
     .transpose()
 }
@@ -193,7 +194,9 @@ fn config(options: BusOptions) -> napi::Result<(EventBusConfig, BackpressureMode
 #[napi]
 pub async fn create_bus(options: Option<BusOptions>) -> napi::Result<NativeEventBus> {
     let (config, _mode) = config(options.unwrap_or_default())?;
-    let bus = net_sdk::EventBus::new(config).await.map_err(errors::config)?;
+    let bus = net_sdk::EventBus::new(config)
+        .await
+        .map_err(errors::config)?;
     Ok(NativeEventBus {
         bus: Some(Arc::new(bus)),
         closed: Arc::new(AtomicBool::new(false)),
