@@ -360,7 +360,7 @@ impl EventBus {
     }
 
     /// What the scaling rule (with the configured policy, or the default one) proposes now.
-    /// See [`ScalingPolicy`] for the rule.
+    /// See [`ScalingPolicy`](crate::ScalingPolicy) for the rule.
     pub async fn suggest_scaling(&self) -> ScalingDecision {
         let policy = self.inner.config.scaling.unwrap_or_default();
         self.inner.suggest(&policy).await
